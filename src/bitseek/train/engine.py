@@ -1,0 +1,254 @@
+"""The one training engine for every deep model.
+
+It owns what models must not: devices, mixed precision, DDP, data loading, the optimiser and its
+schedule, checkpoints and resume, logging and progress. A model only implements
+``training_step``/``encode`` and, if it needs them, the ``epoch_phases``/``before_epoch`` hooks.
+
+Host synchronisation happens only every ``train.log_every`` steps (to log and to catch a
+non-finite loss) and at epoch ends, never inside a step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from bitseek.atomic import atomic_write_text
+from bitseek.config import ExperimentConfig, save_resolved
+from bitseek.data.base import RetrievalData
+from bitseek.errors import BitseekError
+from bitseek.models.base import EpochContext, HashModel
+from bitseek.train import checkpoint as ckpt
+from bitseek.train.optim import build_optimizer, lr_at, set_lr
+
+
+class TrainingDiverged(BitseekError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(spec)
+
+
+def resolve_precision(spec: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full fp32."""
+    if spec == "fp32" or (spec == "auto" and device.type != "cuda"):
+        return None
+    if spec == "bf16" or (spec == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    if spec in ("fp16", "auto"):
+        return torch.float16
+    raise BitseekError(f"train.precision: unknown value {spec!r} (auto, fp32, bf16, fp16)")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+class _StepModule(nn.Module):
+    """Routes ``forward`` to ``training_step`` so DDP sees a forward call and syncs gradients."""
+
+    def __init__(self, model: HashModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Tensor], phase: str) -> dict[str, Tensor]:
+        return self.model.training_step(batch, phase)
+
+
+class Trainer:
+    """Fit a :class:`HashModel` on ``data.train`` under an :class:`ExperimentConfig`."""
+
+    def __init__(self, model: HashModel, cfg: ExperimentConfig, data: RetrievalData,
+                 out_dir: str | os.PathLike[str] | None = None) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.out_dir = Path(out_dir) if out_dir is not None else cfg.out_dir
+        self.distributed = torch.distributed.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.distributed and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.rank = torch.distributed.get_rank() if self.distributed else 0
+        self.world = torch.distributed.get_world_size() if self.distributed else 1
+        self.device = resolve_device(cfg.train.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
+        self.model = model.to(self.device)
+        self.optimizer = build_optimizer(model.param_groups(), cfg.optim)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        step_module: nn.Module = _StepModule(self.model)
+        if self.distributed:
+            step_module = nn.parallel.DistributedDataParallel(
+                step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.train.compile:
+            step_module = torch.compile(step_module)  # type: ignore[assignment]
+        self.step_module = step_module
+        self.epoch = 0
+        self.global_step = 0
+        self.is_main = self.rank == 0
+
+    # ------------------------------------------------------------------ data
+    def _loader(self, dataset: Dataset, shuffle: bool, epoch: int, drop_last: bool = False) -> DataLoader:
+        gen = torch.Generator()
+        gen.manual_seed(self.cfg.train.seed * 100_003 + epoch)  # same order after a resume
+        sampler = None
+        if self.distributed:
+            sampler = DistributedSampler(dataset, shuffle=shuffle, seed=self.cfg.train.seed, drop_last=drop_last)
+            sampler.set_epoch(epoch)
+        return DataLoader(
+            dataset,
+            batch_size=int(self.cfg.data.batch_size),
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
+            generator=gen if sampler is None else None,
+            num_workers=self.cfg.train.num_workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=drop_last,
+            persistent_workers=False,
+        )
+
+    def _epoch_context(self, epoch: int) -> EpochContext:
+        return EpochContext(self.device, lambda shuffle=False: iter(self._loader(self.data.train, shuffle, epoch)), self)
+
+    # ------------------------------------------------------------------ loop
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _resume(self) -> None:
+        last = ckpt.last_checkpoint(self.out_dir)
+        if last is None:
+            return
+        state = ckpt.load_training_state(last, self.model, self.optimizer)
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+        self._log({"event": "resume", "from": str(last), "epoch": self.epoch})
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        with open(self.out_dir / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def _run_phase(self, epoch: int, phase: str, bar: Any) -> dict[str, float]:
+        sums: dict[str, Tensor] = {}
+        count = 0
+        log_every = max(1, self.cfg.train.log_every)
+        max_steps = self.cfg.train.max_steps_per_epoch
+        clip = self.cfg.optim.grad_clip
+        for i, batch in enumerate(self._loader(self.data.train, shuffle=True, epoch=epoch, drop_last=False)):
+            if max_steps and i >= max_steps:
+                break
+            batch = to_device(batch, self.device)
+            with self._autocast():
+                out = self.step_module(batch, phase)
+            loss = out["loss"]
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            for k, v in out.items():
+                v = v.detach().float()
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            count += 1
+            self.global_step += 1
+            if bar is not None:
+                bar.update(1)
+            if self.global_step % log_every == 0:  # the only host sync inside an epoch
+                cur = {k: float(v.detach()) for k, v in out.items()}
+                if not math.isfinite(cur["loss"]):
+                    raise TrainingDiverged(
+                        f"loss became {cur['loss']} at epoch {epoch} step {self.global_step} (phase {phase}); "
+                        f"last good checkpoint: {ckpt.last_checkpoint(self.out_dir)}")
+                self._log({"event": "step", "epoch": epoch, "phase": phase, "step": self.global_step,
+                           "lr": self.optimizer.param_groups[0]["lr"], **cur})
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in cur.items()}, refresh=False)
+        means = {k: float(v) / max(count, 1) for k, v in sums.items()}
+        if means and not math.isfinite(means.get("loss", 0.0)):
+            raise TrainingDiverged(f"mean loss of epoch {epoch} (phase {phase}) is not finite")
+        return means
+
+    def fit(self) -> Path:
+        """Train to ``cfg.train.epochs``, resuming from the last checkpoint in ``out_dir``."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            save_resolved(self.cfg, self.out_dir)
+        seed_everything(self.cfg.train.seed + self.rank)
+        self._resume()
+        total = self.cfg.train.epochs
+        bar = None
+        if self.is_main and self.cfg.train.progress and self.epoch < total:
+            from tqdm.auto import tqdm
+
+            steps = self._steps_per_epoch()
+            phases = sum(len(self.model.epoch_phases(e)) for e in range(self.epoch, total))
+            bar = tqdm(total=steps * phases, desc=f"train {self.cfg.name}", unit="step", dynamic_ncols=True)
+        try:
+            while self.epoch < total:
+                epoch = self.epoch
+                set_lr(self.optimizer, lr_at(epoch, self.cfg.optim, total), self.cfg.optim.lr)
+                self.model.train()
+                t0 = time.perf_counter()
+                self.model.before_epoch(epoch, self._epoch_context(epoch))
+                record: dict[str, Any] = {"event": "epoch", "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+                for phase in self.model.epoch_phases(epoch):
+                    means = self._run_phase(epoch, phase, bar)
+                    record.update({f"{phase}/{k}": v for k, v in means.items()})
+                record["seconds"] = round(time.perf_counter() - t0, 3)
+                self.epoch = epoch + 1
+                self._log(record)
+                last_epoch = self.epoch == total
+                if self.is_main and (last_epoch or self.epoch % max(1, self.cfg.train.checkpoint_every) == 0):
+                    ckpt.save_training_state(self.out_dir, self.model, self.cfg.model, self.optimizer,
+                                             self.epoch, self.global_step)
+                if self.distributed:
+                    torch.distributed.barrier()
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.is_main:
+            final = self.out_dir / "model"
+            ckpt.save_model(final, self.model, self.cfg.model, extra={"epoch": self.epoch, "experiment": self.cfg.name})
+            atomic_write_text(self.out_dir / "DONE", json.dumps({"epochs": self.epoch, "steps": self.global_step}))
+        return self.out_dir
+
+    def _steps_per_epoch(self) -> int:
+        n = len(self.data.train)  # type: ignore[arg-type]
+        steps = math.ceil(n / (int(self.cfg.data.batch_size) * self.world))
+        if self.cfg.train.max_steps_per_epoch:
+            steps = min(steps, self.cfg.train.max_steps_per_epoch)
+        return steps
+
+
+def iterate_batches(dataset: Dataset, batch_size: int, num_workers: int = 0) -> Iterator[dict[str, Any]]:
+    """Plain ordered batches (no shuffling), for encoding and fitting shallow baselines."""
+    yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

@@ -1,0 +1,59 @@
+"""Optimisers and per-epoch learning-rate schedules built from ``OptimConfig``.
+
+The schedule is a pure function of the epoch index, so resuming needs no scheduler state and can
+never drift from an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import torch
+
+from bitseek.config import OptimConfig
+from bitseek.errors import ConfigError
+
+
+def build_optimizer(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = list(params)
+    name = cfg.name.lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ConfigError(f"optim.name: unknown optimiser {cfg.name!r} (adam, adamw, rmsprop, sgd)")
+
+
+def lr_at(epoch: int, cfg: OptimConfig, total_epochs: int) -> float:
+    """Learning rate for a 0-based epoch.
+
+    ``step``: lr·gamma^(epoch // step_size), floored at min_lr (ConMH's StepLR with a floor).
+    ``cosine``: half cosine from lr to min_lr over the epochs after warm-up.
+    A linear warm-up over ``warmup_epochs`` applies to every schedule.
+    """
+    if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
+        return cfg.lr * (epoch + 1) / cfg.warmup_epochs
+    sched = cfg.schedule.lower()
+    if sched == "none":
+        return cfg.lr
+    if sched == "step":
+        if cfg.step_size <= 0:
+            raise ConfigError("optim.step_size must be positive for the step schedule")
+        return max(cfg.lr * cfg.gamma ** (epoch // cfg.step_size), cfg.min_lr)
+    if sched == "cosine":
+        span = max(1, total_epochs - cfg.warmup_epochs)
+        t = min(1.0, (epoch - cfg.warmup_epochs) / span)
+        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * t))
+    raise ConfigError(f"optim.schedule: unknown schedule {cfg.schedule!r} (none, step, cosine)")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, base_lr: float) -> None:
+    """Scale every param group by lr/base_lr, so groups with their own lr keep their ratio."""
+    for g in optimizer.param_groups:
+        g.setdefault("initial_lr", g["lr"])
+        g["lr"] = g["initial_lr"] * (lr / base_lr if base_lr else 1.0)
