@@ -8,6 +8,7 @@ nearest valid key, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -264,7 +265,7 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None,
                 raw: dict[str, Any] | None = None) -> ExperimentConfig:
     """Load an experiment from a YAML file (or a raw dict) and apply overrides."""
-    data = load_yaml(path) if path is not None else dict(raw or {})
+    data = load_yaml(path) if path is not None else copy.deepcopy(dict(raw or {}))
     apply_overrides(data, list(overrides or []))
     return build_experiment(data)
 
