@@ -1,0 +1,299 @@
+"""The ``bitseek`` console script.
+
+Sub-commands follow the data flow: ``train`` -> ``eval``/``encode`` -> ``index`` -> ``search``;
+``eval-codes`` evaluates saved codes; ``demo`` runs the built-in benchmarks end to end.
+The seeds' invocation shapes work: ``--config FILE`` (ConMH), ``--cfg FILE`` (CSCE-Net), trailing
+``key.sub=value`` overrides, and CVNet/yacs-style ``KEY VALUE`` pairs (``TRAIN.EPOCHS 5``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bitseek.errors import BitseekError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "--cfg", dest="config", required=True, help="experiment YAML file")
+    p.add_argument("--gpu", default=None, help="GPU index (ConMH's flag); same as train.device=cuda:N")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, or KEY VALUE pairs")
+
+
+def _normalise_overrides(items: list[str]) -> list[str]:
+    """Accept ``a.b=c`` and yacs-style ``A.B c`` pairs (keys lower-cased)."""
+    out: list[str] = []
+    i = 0
+    while i < len(items):
+        it = items[i]
+        if "=" in it:
+            out.append(it)
+            i += 1
+        elif i + 1 < len(items) and "=" not in items[i + 1]:
+            out.append(f"{it.lower()}={items[i + 1]}")
+            i += 2
+        else:
+            raise BitseekError(f"override {it!r} has no value (use key.sub=value)")
+    return out
+
+
+def _load_cfg(args: argparse.Namespace) -> Any:
+    from bitseek.config import load_config
+
+    overrides = _normalise_overrides(list(args.overrides))
+    if getattr(args, "gpu", None) is not None:
+        overrides.append(f"train.device=cuda:{args.gpu}")
+    return load_config(args.config, overrides)
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    from bitseek.eval.report import markdown_table
+
+    print(markdown_table(rows))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bitseek import pipeline
+
+    cfg = _load_cfg(args)
+    t0 = time.perf_counter()
+    pipeline.train(cfg)
+    print(f"trained {cfg.name} in {time.perf_counter() - t0:.1f}s -> {cfg.out_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from bitseek import pipeline
+    from bitseek.data.base import load_data
+
+    cfg = _load_cfg(args)
+    data = load_data(cfg.data)
+    model = pipeline.load_trained(cfg, args.checkpoint)
+    if not pipeline.is_deep(model) and hasattr(model, "fit") and not getattr(model, "fitted", True):
+        model.fit(pipeline.collect_features(data.train))
+    out = Path(args.out) if args.out else cfg.out_dir / "eval"
+    rows = pipeline.evaluate(cfg, model, data, out_dir=out)
+    _print_rows(rows)
+    print(f"metrics -> {out / 'metrics.json'}")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from bitseek import pipeline
+    from bitseek.codes import CodeSet
+    from bitseek.data.base import load_data
+    from bitseek.train.encode import encode_dataset
+
+    cfg = _load_cfg(args)
+    data = load_data(cfg.data)
+    model = pipeline.load_trained(cfg, args.checkpoint)
+    split = {"train": data.train, "query": data.query, "database": data.db}[args.split]
+    codes = encode_dataset(model, split, cfg.eval.batch_size, cfg.train.device, progress=cfg.train.progress)
+    cs = CodeSet.from_signed(codes, attrs={"model": cfg.model.name, "dataset": cfg.data.name, "split": args.split})
+    cs.save(args.out)
+    print(f"{len(cs)} codes of {cs.bits} bits -> {args.out}")
+    return 0
+
+
+def _read_codes(path: str) -> np.ndarray:
+    """Codes from a CodeSet file (packed) or a .npy array (±1/0 floats or packed uint8)."""
+    from bitseek.codes import CodeSet
+
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False)
+    return CodeSet.load(path).codes
+
+
+def _read_labels(path: str, key: str | None) -> np.ndarray:
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False)
+    if path.endswith(".mat"):
+        from bitseek.data.video_features import read_labels
+
+        return read_labels(path, key)
+    raise BitseekError(f"{path}: labels must be a .npy or .mat file")
+
+
+def cmd_eval_codes(args: argparse.Namespace) -> int:
+    from bitseek import pipeline
+    from bitseek.config import EvalConfig
+    from bitseek.eval.report import write_metrics_json
+
+    q = _read_codes(args.query)
+    db = _read_codes(args.db) if args.db else q
+    ql = _read_labels(args.query_labels, args.label_key)
+    dbl = _read_labels(args.db_labels, args.label_key) if args.db_labels else ql
+    ev = EvalConfig(protocol=args.protocol, ks=[int(k) for k in args.ks.split(",")], topk=args.topk, ties=args.ties)
+    bits = q.shape[1] * 8 if q.dtype == np.uint8 else q.shape[1]
+    rows = pipeline.evaluate_codes(q, db, ql, dbl, ev, dataset=args.dataset, method=args.method, bits=bits)
+    _print_rows(rows)
+    if args.out:
+        write_metrics_json(args.out, rows, protocol=args.protocol, ties=args.ties)
+        print(f"metrics -> {args.out}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from bitseek.codes import CodeSet
+    from bitseek.index import make_index
+
+    cs = CodeSet.load(args.codes)
+    index = make_index(args.spec, bits=cs.bits)
+    index.train(cs.codes)
+    index.add(cs.codes, cs.ids)
+    index.save(args.out)
+    print(f"indexed {len(index)} codes ({args.spec}) -> {args.out}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from bitseek.codes import CodeSet
+    from bitseek.index import load_index
+
+    index = load_index(args.index)
+    q = CodeSet.load(args.queries)
+    t0 = time.perf_counter()
+    if args.radius is not None:
+        res = index.range_search(q.codes, args.radius)
+        results = [{"query": int(qid), "ids": [int(i) for i in ids], "distances": [float(d) for d in ds]}
+                   for qid, (ids, ds) in zip(q.ids, res)]
+    else:
+        dist, ids = index.search(q.codes, args.k)
+        results = [{"query": int(qid), "ids": ids[i].tolist(), "distances": dist[i].tolist()}
+                   for i, qid in enumerate(q.ids)]
+    ms = (time.perf_counter() - t0) * 1000
+    text = json.dumps({"search_ms": round(ms, 3), "results": results})
+    if args.out:
+        from bitseek.atomic import atomic_write_text
+
+        atomic_write_text(args.out, text)
+        print(f"{len(results)} queries in {ms:.1f} ms -> {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from bitseek.models.convert import load_official
+    from bitseek.train.checkpoint import save_model
+
+    cfg = _load_cfg(args)
+    model = load_official(args.src, cfg.model)
+    save_model(args.out, model, cfg.model, extra={"converted_from": str(args.src)})
+    print(f"converted {args.src} -> {args.out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bitseek.registry import DATASETS, MODELS
+
+    reg = MODELS if args.what == "models" else DATASETS
+    for name in reg.names():
+        print(name)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.kind == "images":
+        from bitseek.demo.images import run_image_demo
+
+        run_image_demo(Path(args.out), full=args.full, seed=args.seed)
+    else:
+        from bitseek.demo.video import run_video_demo
+
+        run_video_demo(Path(args.out), full=args.full, seed=args.seed)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bitseek", description="Learned binary codes for video and image retrieval.")
+    p.add_argument("--version", action="version", version=f"bitseek {__import__('bitseek').__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = add("demo", cmd_demo, "run a built-in benchmark end to end and write a report folder")
+    sp.add_argument("kind", nargs="?", default="video", choices=["video", "images"])
+    sp.add_argument("--out", default="demo-out", help="report folder")
+    sp.add_argument("--full", action="store_true", help="longer training (beyond the 5-minute budget)")
+    sp.add_argument("--seed", type=int, default=0)
+
+    sp = add("train", cmd_train, "train a model from an experiment config (resumes automatically)")
+    _add_config_args(sp)
+
+    sp = add("eval", cmd_eval, "encode query/database with a trained model and evaluate")
+    _add_config_args(sp)
+    sp.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the run's final model)")
+    sp.add_argument("--out", default=None, help="folder for metrics.json and codes (default: <run>/eval)")
+
+    sp = add("encode", cmd_encode, "encode one split into a CodeSet file")
+    _add_config_args(sp)
+    sp.add_argument("--split", choices=["train", "query", "database"], default="database")
+    sp.add_argument("--checkpoint", default=None)
+    sp.add_argument("--out", required=True, help="CodeSet file to write")
+
+    sp = add("eval-codes", cmd_eval_codes, "evaluate saved query/database codes and labels under a protocol")
+    sp.add_argument("--query", required=True, help="query codes (.npy ±1/0 floats or packed uint8, or a CodeSet)")
+    sp.add_argument("--db", default=None, help="database codes (default: the queries, FCVID-style)")
+    sp.add_argument("--query-labels", required=True, help=".npy or .mat labels (multi-hot or class ids)")
+    sp.add_argument("--db-labels", default=None)
+    sp.add_argument("--label-key", default=None, help="variable name inside .mat label files")
+    sp.add_argument("--protocol", default="map_at_k", choices=["map_at_k", "map_at_topk"])
+    sp.add_argument("--ks", default="5,10,20,40,60,80,100")
+    sp.add_argument("--topk", type=int, default=0, help="map_at_topk cut-off (0 = all)")
+    sp.add_argument("--ties", default="stable", choices=["stable", "numpy"])
+    sp.add_argument("--dataset", default="custom")
+    sp.add_argument("--method", default="codes")
+    sp.add_argument("--out", default=None, help="metrics JSON file")
+
+    sp = add("index", cmd_index, "build a search index from a CodeSet file")
+    sp.add_argument("--codes", required=True)
+    sp.add_argument("--spec", default="flat", help="index factory string (flat, ivf1024,nprobe=16, mih4, …)")
+    sp.add_argument("--out", required=True)
+
+    sp = add("search", cmd_search, "search an index with query codes (top-k or Hamming radius)")
+    sp.add_argument("--index", required=True)
+    sp.add_argument("--queries", required=True, help="CodeSet file of query codes")
+    sp.add_argument("-k", type=int, default=10)
+    sp.add_argument("--radius", type=int, default=None)
+    sp.add_argument("--out", default=None, help="JSON results file (default: print)")
+
+    sp = add("convert", cmd_convert, "import an official released checkpoint (ConMH, WSCH) into a bitseek one")
+    _add_config_args(sp)
+    sp.add_argument("--src", required=True, help="the authors' .pth file")
+    sp.add_argument("--out", required=True, help="checkpoint folder to write")
+
+    sp = add("list", cmd_list, "list registered models or datasets")
+    sp.add_argument("what", choices=["models", "datasets"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BitseekError as e:
+        print(f"bitseek {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept and `bitseek train` resumes from it", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
