@@ -1,0 +1,170 @@
+"""Import of the authors' released checkpoints: their parameter names -> ours.
+
+Each method registers a converter (``name -> function(state_dict) -> state_dict``) under its model
+registry name; :func:`load_official` reads a ``.pth`` file *without* unpickling arbitrary objects
+(``torch.load(..., weights_only=True)``), unwraps the usual wrappers and loads the converted
+weights strictly into a freshly built model.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from bitseek.errors import FileFormatError, InputError
+
+StateDict = dict[str, Tensor]
+Converter = Callable[[Mapping[str, Tensor]], StateDict]
+
+CONVERTERS: dict[str, Converter] = {}
+
+# Keys under which training scripts commonly nest the weights in a checkpoint dict.
+_WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "berthash")  # berthash: WSCH's train.py
+
+
+def register_converter(name: str) -> Callable[[Converter], Converter]:
+    """Register ``fn`` as the converter of official checkpoints for model ``name``."""
+
+    def deco(fn: Converter) -> Converter:
+        if name in CONVERTERS and CONVERTERS[name] is not fn:
+            raise ValueError(f"converter {name!r} is registered twice")
+        CONVERTERS[name] = fn
+        return fn
+
+    return deco
+
+
+def unwrap_checkpoint(obj: Any, where: str = "checkpoint") -> StateDict:
+    """The flat tensor state dict inside a loaded checkpoint.
+
+    Accepts a bare state dict or one nested under ``model_state_dict`` / ``state_dict`` / ``model``
+    (ConMH saves ``{'model_state_dict': ...}``, plus ``epoch`` and ``optimizer_state_dict`` in
+    ``model.pth``), and strips the ``module.`` prefix that ``nn.DataParallel`` adds.
+    """
+    if not isinstance(obj, Mapping):
+        raise FileFormatError(f"{where}: expected a dict of tensors, got {type(obj).__name__}")
+    for key in _WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+            obj = inner
+            break
+    bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise FileFormatError(f"{where}: no state dict found; non-tensor entries {bad[:5]} "
+                              f"(expected the weights at top level or under one of {_WRAPPER_KEYS})")
+    if not obj:
+        raise FileFormatError(f"{where}: the state dict is empty")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def convert_state_dict(name: str, state_dict: Mapping[str, Tensor]) -> StateDict:
+    """Map an official state dict of model ``name`` onto bitseek's parameter names."""
+    _ensure_builtin()
+    if name not in CONVERTERS:
+        raise InputError(f"no converter for model {name!r} (known: {', '.join(sorted(CONVERTERS)) or 'none'})")
+    return CONVERTERS[name](unwrap_checkpoint(dict(state_dict)))
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> StateDict:
+    """Read a ``.pth``/``.pt`` file safely (tensors and plain containers only) and unwrap it."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileFormatError(f"{p}: checkpoint file does not exist")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise FileFormatError(f"{p}: cannot read as a weights-only torch checkpoint ({e})") from None
+    return unwrap_checkpoint(obj, str(p))
+
+
+def load_official(path: str | os.PathLike[str], cfg: Any) -> torch.nn.Module:
+    """Build the model for ``cfg`` (a registered model config) and load an official checkpoint into it.
+
+    Every parameter must be present with the right shape and nothing may be left over; a mismatch
+    (e.g. a 32-bit checkpoint with a 64-bit config) raises FileFormatError naming the tensor.
+    """
+    from bitseek.registry import create_model
+
+    name = getattr(cfg, "name", None)
+    if name is None:
+        raise InputError(f"load_official: config {type(cfg).__name__} has no 'name'")
+    converted = convert_state_dict(name, read_checkpoint(path))
+    model = create_model(cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(converted))
+    unexpected = sorted(set(converted) - set(expected))
+    if missing or unexpected:
+        raise FileFormatError(f"{path}: does not match model {name!r}: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    for key, tensor in expected.items():
+        if tuple(converted[key].shape) != tuple(tensor.shape):
+            raise FileFormatError(f"{path}: tensor {key!r} has shape {tuple(converted[key].shape)}, the config "
+                                  f"expects {tuple(tensor.shape)} (check bits / feature_dim / sizes)")
+    model.load_state_dict(converted, strict=True)
+    return model
+
+
+# --------------------------------------------------------------------------- ConMH
+
+# Official names (huangmozhi9527/ConMH, model/conmh.py, class Transformer) -> ours (bitseek.models.conmh).
+# Prefix rules, first match wins; the block internals (norm1, attn.qkv, attn.q_bias, attn.v_bias,
+# attn.proj, norm2, mlp.fc1, mlp.fc2) have the same names on both sides.
+CONMH_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("encoder.patch_embed.", "embed."),
+    ("encoder.blocks.", "encoder_blocks."),
+    ("encoder.norm.", "encoder_norm."),
+    ("encoder.head.", "encoder_head."),
+    ("binary.", "hash_fc."),
+    ("ln.", "hash_norm."),
+    ("encoder_to_decoder.", "decoder_embed."),
+    ("decoder.blocks.", "decoder_blocks."),
+    ("decoder.norm.", "decoder_norm."),
+    ("decoder.head.", "decoder_pred."),
+)
+CONMH_EXACT: dict[str, str] = {"mask_token": "mask_token"}
+
+
+def rename_by_prefix(state_dict: Mapping[str, Tensor], prefixes: tuple[tuple[str, str], ...],
+                     exact: Mapping[str, str], model: str) -> StateDict:
+    """Rename keys by exact match or first matching prefix; an unknown key is an error, not a skip."""
+    out: StateDict = {}
+    for key, value in state_dict.items():
+        if key in exact:
+            new = exact[key]
+        else:
+            new = next((ours + key[len(theirs):] for theirs, ours in prefixes if key.startswith(theirs)), None)
+            if new is None:
+                raise FileFormatError(f"{model} checkpoint: unexpected parameter {key!r} (not part of the "
+                                      f"official {model} model; learnable positions or another model?)")
+        out[new] = value
+    return out
+
+
+@register_converter("conmh")
+def convert_conmh(state_dict: Mapping[str, Tensor]) -> StateDict:
+    """Official ConMH state dict -> :class:`bitseek.models.conmh.ConMH` state dict."""
+    return rename_by_prefix(state_dict, CONMH_PREFIXES, CONMH_EXACT, "ConMH")
+
+
+def _ensure_builtin() -> None:
+    """Importing the model registry's built-ins lets other models' modules register converters too."""
+    from bitseek.registry import MODELS
+
+    MODELS.names()
+
+
+# --------------------------------------------------------------------------- WSCH
+
+
+@register_converter("wsch")
+def convert_wsch(state_dict: Mapping[str, Tensor]) -> StateDict:
+    """Official WSCH state dict (anon271/WSCH ``model.py``) -> :class:`bitseek.models.wsch.WSCH` state dict."""
+    from bitseek.models.wsch import convert_official
+
+    return convert_official(state_dict, "WSCH checkpoint")
