@@ -1,0 +1,65 @@
+"""Metric rows, JSON, Markdown tables and plots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bitseek.errors import InputError
+from bitseek.eval.hashing import PRCurve
+from bitseek.eval.report import markdown_table, metric_rows, plot_map_at_k, plot_pr_curves, write_metrics_json
+
+ROWS = (
+    metric_rows("fcvid", "conmh", 64, {5: 0.52412, 10: 0.44, 100: 0.2}, "mAP@")
+    + metric_rows("fcvid", "lsh", 64, {5: 0.2, 100: 0.05}, "mAP@")
+    + metric_rows("fcvid", "conmh", 32, {5: 0.48}, "mAP@")
+    + metric_rows("anet", "conmh", 64, {5: 0.267}, "mAP@")
+)
+
+
+def test_metric_rows_and_json_roundtrip(tmp_path):
+    assert ROWS[0] == {"dataset": "fcvid", "method": "conmh", "bits": 64, "metric": "mAP@5", "value": 0.52412}
+    p = tmp_path / "out" / "metrics.json"
+    write_metrics_json(p, ROWS, ties="stable", seconds=np.float64(1.5))
+    doc = json.loads(p.read_text())
+    assert doc["rows"] == ROWS and doc["ties"] == "stable" and doc["seconds"] == 1.5
+    assert [f.name for f in p.parent.iterdir()] == ["metrics.json"]  # no temporary left behind
+
+
+@pytest.mark.parametrize(
+    "rows, match",
+    [
+        ([], "no metric rows"),
+        ([{"dataset": "d", "method": "m", "bits": 8, "metric": "x"}], "missing key"),
+        ([{"dataset": "d", "method": "m", "bits": 8, "metric": "x", "value": 1, "extra": 2}], "unknown key"),
+        ([{"dataset": "d", "method": "m", "bits": 8, "metric": "x", "value": float("nan")}], "must be finite"),
+        ([{"dataset": "d", "method": "m", "bits": "many", "metric": "x", "value": 1}], "bits must be an integer"),
+    ],
+)
+def test_bad_rows_are_refused(tmp_path, rows, match):
+    with pytest.raises(InputError, match=match):
+        write_metrics_json(tmp_path / "m.json", rows)
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_markdown_table_groups_by_dataset_and_bits():
+    md = markdown_table(ROWS)
+    assert "### fcvid, 64 bits" in md and "### fcvid, 32 bits" in md and "### anet, 64 bits" in md
+    assert "| method | mAP@5 | mAP@10 | mAP@100 |" in md  # numeric order of cut-offs
+    assert "| conmh | 0.5241 | 0.4400 | 0.2000 |" in md
+    assert "| lsh | 0.2000 | – | 0.0500 |" in md  # missing cell
+
+
+def test_plots_write_png(tmp_path):
+    plot_map_at_k(ROWS, tmp_path / "map.png")
+    curves = {"a": (np.array([1.0, 0.5]), np.array([0.1, 1.0])),
+              "b": PRCurve(np.array([np.nan, 0.4]), np.array([0.0, 1.0]), np.array([0.0, 1.0]))}
+    plot_pr_curves(curves, tmp_path / "pr.png")
+    for name in ("map.png", "pr.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(InputError, match="no rows with a metric"):
+        plot_map_at_k(metric_rows("d", "m", 8, {"x": 1.0}), tmp_path / "none.png")
+    with pytest.raises(InputError, match="must be equal 1-D"):
+        plot_pr_curves({"bad": (np.zeros(3), np.zeros(2))}, tmp_path / "bad.png")
