@@ -24,7 +24,7 @@ def test_metric_rows_and_json_roundtrip(tmp_path):
     p = tmp_path / "out" / "metrics.json"
     write_metrics_json(p, ROWS, ties="stable", seconds=np.float64(1.5))
     doc = json.loads(p.read_text())
-    assert doc["rows"] == ROWS and doc["ties"] == "stable" and doc["seconds"] == 1.5
+    assert doc["results"] == ROWS and doc["ties"] == "stable" and doc["seconds"] == 1.5
     assert [f.name for f in p.parent.iterdir()] == ["metrics.json"]  # no temporary left behind
 
 

@@ -79,10 +79,10 @@ def metric_rows(
 
 
 def write_metrics_json(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]], **extra: Any) -> None:
-    """Write ``{"rows": [...], **extra}`` atomically (``extra``: config, tie rule, timings …)."""
-    if "rows" in extra:
-        raise InputError("write_metrics_json: 'rows' is reserved for the metric rows")
-    doc = {"rows": _check_rows(rows), **extra}
+    """Write ``{"results": [...], **extra}`` atomically (``extra``: config, tie rule, timings …)."""
+    if "results" in extra:
+        raise InputError("write_metrics_json: 'results' is reserved for the metric rows")
+    doc = {"results": _check_rows(rows), **extra}
     try:
         text = json.dumps(doc, indent=2, allow_nan=False, default=_json_default)
     except ValueError as e:

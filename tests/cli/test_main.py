@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bitseek.cli.main import _normalise_overrides, build_parser, main
+from bitseek.errors import BitseekError
+from bitseek.eval import map_at_k
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("demo", "train", "eval", "encode", "eval-codes", "index", "search", "convert", "list"):
+        assert cmd in out
+
+
+def test_override_shapes():
+    assert _normalise_overrides(["a.b=1", "TRAIN.EPOCHS", "5"]) == ["a.b=1", "train.epochs=5"]
+    with pytest.raises(BitseekError):
+        _normalise_overrides(["lonely"])
+
+
+def test_seed_invocation_shapes_parse():
+    p = build_parser()
+    a = p.parse_args(["train", "--cfg", "x.yaml", "optim.lr=0.1"])
+    b = p.parse_args(["train", "--config", "x.yaml", "--gpu", "0"])
+    assert a.config == b.config == "x.yaml" and a.overrides == ["optim.lr=0.1"] and b.gpu == "0"
+
+
+def test_eval_codes_end_to_end(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 60)
+    centers = rng.choice([-1.0, 1.0], size=(5, 16))
+    codes = np.sign(centers[labels] + 0.8 * rng.standard_normal((60, 16))).astype(np.float32)
+    np.save(tmp_path / "q.npy", codes[:10])
+    np.save(tmp_path / "db.npy", codes)
+    np.save(tmp_path / "ql.npy", labels[:10])
+    np.save(tmp_path / "dbl.npy", labels)
+    rc = main(["eval-codes", "--query", str(tmp_path / "q.npy"), "--db", str(tmp_path / "db.npy"),
+               "--query-labels", str(tmp_path / "ql.npy"), "--db-labels", str(tmp_path / "dbl.npy"),
+               "--ks", "5,20", "--out", str(tmp_path / "m.json")])
+    assert rc == 0
+    rows = json.loads((tmp_path / "m.json").read_text())["results"]
+    ref = map_at_k(codes[:10], codes, labels[:10], labels, ks=(5, 20))
+    assert [r["value"] for r in rows] == [pytest.approx(ref[5]), pytest.approx(ref[20])]
+    assert "mAP@20" in capsys.readouterr().out
+
+
+def test_bad_input_is_a_clear_error(tmp_path, capsys):
+    np.save(tmp_path / "q.npy", np.ones((3, 16), np.float32))
+    np.save(tmp_path / "ql.npy", np.zeros(4, np.int64))
+    rc = main(["eval-codes", "--query", str(tmp_path / "q.npy"), "--query-labels", str(tmp_path / "ql.npy")])
+    assert rc == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_list_models(capsys):
+    assert main(["list", "models"]) == 0
+    assert "conmh" in capsys.readouterr().out.split()
