@@ -1,0 +1,1 @@
+"""Built-in benchmarks made from real data that ships inside PyPI packages (no download)."""
