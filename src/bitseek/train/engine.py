@@ -112,6 +112,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _loader(self, dataset: Dataset, shuffle: bool, epoch: int, drop_last: bool = False) -> DataLoader:
+        set_epoch = getattr(dataset, "set_epoch", None)
+        if callable(set_epoch):  # per-epoch augmentation seeds, independent of workers and order
+            set_epoch(epoch)
         gen = torch.Generator()
         gen.manual_seed(self.cfg.train.seed * 100_003 + epoch)  # same order after a resume
         sampler = None
