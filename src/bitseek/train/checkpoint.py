@@ -105,6 +105,8 @@ def load_model(directory: str | os.PathLike[str], map_location: str | torch.devi
     d = Path(directory)
     meta = read_model_config(d)
     mcfg = dict(meta["model"])
+    if mcfg.get("weights"):  # pretrained-backbone path: the checkpoint already holds every weight
+        mcfg["weights"] = ""
     entry = MODELS.get(str(mcfg.get("name")))
     from bitseek.config import from_dict
 
