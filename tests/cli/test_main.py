@@ -61,3 +61,26 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
 def test_list_models(capsys):
     assert main(["list", "models"]) == 0
     assert "conmh" in capsys.readouterr().out.split()
+
+
+def test_index_and_search_commands(tmp_path):
+    from bitseek.codes import CodeSet, hamming
+
+    rng = np.random.default_rng(1)
+    db = CodeSet.from_signed(rng.standard_normal((300, 32)), ids=np.arange(1000, 1300))
+    q = CodeSet.from_signed(rng.standard_normal((4, 32)))
+    db.save(tmp_path / "db.codes")
+    q.save(tmp_path / "q.codes")
+    assert main(["index", "--codes", str(tmp_path / "db.codes"), "--spec", "flat", "--out", str(tmp_path / "db.index")]) == 0
+    assert main(["search", "--index", str(tmp_path / "db.index"), "--queries", str(tmp_path / "q.codes"),
+                 "-k", "5", "--out", str(tmp_path / "res.json")]) == 0
+    res = json.loads((tmp_path / "res.json").read_text())["results"]
+    d = hamming(q.codes, db.codes)
+    for r, row in zip(res, d):
+        order = np.lexsort((np.arange(len(row)), row))[:5]  # distance, then insertion position
+        assert r["ids"] == (order + 1000).tolist()
+        assert r["distances"] == row[order].tolist()
+    assert main(["search", "--index", str(tmp_path / "db.index"), "--queries", str(tmp_path / "q.codes"),
+                 "--radius", "12", "--out", str(tmp_path / "rad.json")]) == 0
+    rad = json.loads((tmp_path / "rad.json").read_text())["results"]
+    assert [sorted(r["ids"]) for r in rad] == [sorted((np.flatnonzero(row <= 12) + 1000).tolist()) for row in d]
