@@ -93,7 +93,7 @@ def test_descriptor_levels_and_translation_invariance():
     a, b = mm.frame_descriptor(np.stack([frame, moved]))
     n0, n1 = mm.ORIENTATIONS, mm.ORIENTATIONS * 5
     for lo, hi in ((0, n0), (n0, n1), (n1, mm.FEATURE_DIM)):
-        np.testing.assert_allclose(np.linalg.norm(a[lo:hi]), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(a[lo:hi]), mm.FEATURE_SCALE, rtol=1e-5)
     np.testing.assert_allclose(a[:n0], b[:n0], atol=1e-6)  # global level ignores where the shape is
     assert not np.allclose(a[n1:], b[n1:])  # the finest level knows where it is
 
@@ -126,7 +126,7 @@ def test_descriptor_matches_a_pixel_loop():
     frames = np.random.default_rng(0).random((2, 16, 16)).astype(np.float32)
     got = mm.frame_descriptor(frames)
     for f, g in zip(frames, got):
-        np.testing.assert_allclose(g, phog_loop(f), atol=2e-6)
+        np.testing.assert_allclose(g, phog_loop(f) * mm.FEATURE_SCALE, atol=2e-5)
 
 
 def test_chance_map_matches_random_rankings():

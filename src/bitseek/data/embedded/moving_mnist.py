@@ -68,10 +68,15 @@ __all__ = [
     "LABEL_KEYS",
 ]
 
-GENERATOR_VERSION = 1  # bump whenever the same parameters would produce different files
+GENERATOR_VERSION = 2  # bump whenever the same parameters would produce different files
 ORIENTATIONS = 16
 PYRAMID = (1, 2, 4)
 FEATURE_DIM = ORIENTATIONS * sum(g * g for g in PYRAMID)  # 336
+# Each pyramid level has unit L2 norm, so raw PHOG values are ~0.1 per dimension; deep models built
+# for CNN activations (ConMH adds unit-amplitude sinusoidal positions to a projection of them) would
+# then see mostly positions. Scaling to unit RMS per dimension gives activation-like magnitudes; every
+# shallow baseline (LSH, PCAH, ITQ, SH) is invariant to a global scale, so their numbers are unchanged.
+FEATURE_SCALE = math.sqrt(FEATURE_DIM / len(PYRAMID))
 NUM_CLASSES = 10
 FILES = {
     "train": "train_feats.h5",
@@ -329,7 +334,8 @@ def frame_descriptor(frames: np.ndarray) -> np.ndarray:
         r = g // cells
         lv = fine.reshape(n, cells, r, cells, r, nb).sum(axis=(2, 4)).reshape(n, -1)
         levels.append(np.sqrt(lv / (lv.sum(axis=1, keepdims=True) + 1e-12)))
-    return np.concatenate(levels, axis=1).astype(np.float32).reshape(*lead, FEATURE_DIM)
+    feats = np.concatenate(levels, axis=1) * FEATURE_SCALE
+    return feats.astype(np.float32).reshape(*lead, FEATURE_DIM)
 
 
 def _cell_histograms(frames: np.ndarray) -> np.ndarray:
