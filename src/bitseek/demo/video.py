@@ -22,6 +22,13 @@ from bitseek.demo.common import (Runner, console, deep_config, environment, load
 DATASET = "mnist-video"
 BITS = (16, 32, 64)
 SHALLOW = ("lsh", "pcah", "itq")
+#: what ``quick=True`` changes (smoke tests only): a small benchmark, one bit length, a few steps
+QUICK: dict[str, Any] = {
+    "bits": (16,),
+    "data": {"n_train": 256, "n_query": 40, "n_db": 200},
+    "deep_overrides": ["train.epochs=2", "train.max_steps_per_epoch=2", "data.batch_size=32"],
+    "wsch_overrides": ["model.pretrain_epochs=1", "model.n_clusters=8"],
+}
 
 
 def _clip_picture(path: Path, data: RetrievalData, ids: np.ndarray, n_queries: int = 5, top: int = 5) -> None:
@@ -46,20 +53,25 @@ def _clip_picture(path: Path, data: RetrievalData, ids: np.ndarray, n_queries: i
     plot_retrievals(path, queries, results, relevant, qt, rt)
 
 
-def run_video_demo(out: Path, full: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Run the whole benchmark; returns what is also written to ``out/metrics.json``."""
+def run_video_demo(out: Path, full: bool = False, seed: int = 0, quick: bool = False) -> dict[str, Any]:
+    """Run the whole benchmark; returns what is also written to ``out/metrics.json``.
+
+    ``full`` triples the deep models' epochs and runs WSCH at every bit length; ``quick`` (smoke
+    tests only) uses :data:`QUICK` instead of the real settings.
+    """
     with thread_budget() as budget:
-        return _run(Path(out), full, seed, budget)
+        return _run(Path(out), full, seed, quick, budget)
 
 
-def _run(out: Path, full: bool, seed: int, budget: dict[str, Any]) -> dict[str, Any]:
+def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any]) -> dict[str, Any]:
     from bitseek.eval.report import markdown_table, plot_map_at_k, plot_pr_curves, write_metrics_json
 
     con = console()
     t_start = time.perf_counter()
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    data_opts = {"root": str(out / "data"), "seed": seed}
+    data_opts: dict[str, Any] = {"root": str(out / "data"), "seed": seed, **(QUICK["data"] if quick else {})}
+    bits_list = tuple(QUICK["bits"]) if quick else BITS
 
     con.print(f"[bold]bitseek demo[/bold]: building the {DATASET} benchmark in {data_opts['root']}")
     t0 = time.perf_counter()
@@ -72,25 +84,30 @@ def _run(out: Path, full: bool, seed: int, budget: dict[str, Any]) -> dict[str, 
     runner = Runner(data, DATASET, con)
     runner.timings["data_s"] = round(data_s, 3)
     for method in SHALLOW:
-        for bits in BITS:
+        for bits in bits_list:
             runner.run(shallow_config(method, bits, DATASET, out, data_opts, seed), method, bits, "mAP@20")
     shape = [f"model.feature_dim={info['feature_dim']}", f"model.max_frames={info['frames']}",
-             f"data.root={data_opts['root']}", f"data.seed={seed}"]
-    for method, bit_list in (("conmh", BITS), ("wsch", BITS if full else (64,))):
+             *(f"data.{k}={v}" for k, v in data_opts.items())]
+    if quick:
+        shape += QUICK["deep_overrides"]
+    top = bits_list[-1]
+    for method, bit_list in (("conmh", bits_list), ("wsch", bits_list if full else (top,))):
+        extra = QUICK["wsch_overrides"] if quick and method == "wsch" else []
         for bits in bit_list:
-            cfg = deep_config(f"{method}-{DATASET}.yaml", method, bits, DATASET, out, shape, seed, full)
+            cfg = deep_config(f"{method}-{DATASET}.yaml", method, bits, DATASET, out, [*shape, *extra], seed, full)
             runner.run(cfg, method, bits, "mAP@20")
 
-    q64, db64 = runner.codes[("conmh", 64)]
-    ids, search = search_top(q64, db64, k=100)
-    _clip_picture(out / "retrievals_conmh64.png", data, ids)
+    qtop, dbtop = runner.codes[("conmh", top)]
+    ids, search = search_top(qtop, dbtop, k=100)
+    _clip_picture(out / f"retrievals_conmh{top}.png", data, ids)
     plot_map_at_k(runner.rows, out / "map_at_k.png")
-    plot_pr_curves(runner.pr_curves(64), out / "pr_64bits.png")
+    plot_pr_curves(runner.pr_curves(top), out / f"pr_{top}bits.png")
 
     wall = time.perf_counter() - t_start
     env = {**environment(), **budget, "load_average_end": load_average()}
     write_metrics_json(out / "metrics.json", runner.rows, wall_time_s=round(wall, 2), timings=runner.timings,
-                       search=search, dataset_info=info, config=runner.configs, environment=env, full=full)
+                       search=search, dataset_info=info, config=runner.configs, environment=env, full=full,
+                       quick=quick)
     chance = info.get("chance_map")
     write_report(
         out, f"bitseek demo: {DATASET}",
@@ -100,11 +117,11 @@ def _run(out: Path, full: bool, seed: int, budget: dict[str, Any]) -> dict[str, 
         "Labels are never used for training.",
         runner.rows,
         [f"Chance level (random ranking): {json.dumps(chance)}" if chance else "",
-         f"Search: exact faiss index over {len(db64)} 64-bit ConMH codes, {len(q64)} queries, top-{search['k']}: "
+         f"Search: exact faiss index over {len(dbtop)} {top}-bit ConMH codes, {len(qtop)} queries, top-{search['k']}: "
          f"{search['search_ms_per_query']:.3f} ms per query.",
          f"Wall time {wall:.1f}s on {env['threads']} threads (torch {env['torch']}, cuda={env['cuda']})."],
-        [("mAP@K", "map_at_k.png"), ("PR curves, 64 bits", "pr_64bits.png"),
-         ("retrieved clips, ConMH 64 bits", "retrievals_conmh64.png")],
+        [("mAP@K", "map_at_k.png"), (f"PR curves, {top} bits", f"pr_{top}bits.png"),
+         (f"retrieved clips, ConMH {top} bits", f"retrievals_conmh{top}.png")],
     )
     con.print(markdown_table(runner.rows))
     con.print(f"[bold green]done[/bold green] in {wall:.1f}s -> {out}/metrics.json, report.md, *.png")
