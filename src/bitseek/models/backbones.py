@@ -16,6 +16,8 @@ Use :func:`build_backbone` (``name``, optional ``weights`` path, backbone keywor
 
 from __future__ import annotations
 
+import abc
+
 import difflib
 import inspect
 from pathlib import Path
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 
-class Backbone(nn.Module):
+class Backbone(nn.Module, metaclass=abc.ABCMeta):
     """A network returning ``(stage3, stage4)`` feature maps, NCHW.
 
     ``out_channels`` gives their channel counts; ``feature_sizes(image_size)`` their spatial sizes,
@@ -51,11 +53,13 @@ class Backbone(nn.Module):
     out_channels: tuple[int, int]
     ignored_weight_prefixes: tuple[str, ...] = ()
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - interface
-        raise NotImplementedError  # abstract: every backbone overrides it
+    @abc.abstractmethod
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(stage-3 map, stage-4 map) of a batch of images."""
 
+    @abc.abstractmethod
     def feature_sizes(self, image_size: int | Sequence[int]) -> tuple[tuple[int, int], tuple[int, int]]:
-        raise NotImplementedError  # abstract: every backbone overrides it
+        """Spatial sizes of the two maps for an input of ``image_size``."""
 
     def load_pretrained(self, path: str | Path) -> None:
         """Load weights in this backbone's own (torchvision/timm) naming from a local file."""

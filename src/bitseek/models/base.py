@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -25,7 +26,7 @@ class EpochContext:
             yield {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-class HashModel(nn.Module):
+class HashModel(nn.Module, metaclass=abc.ABCMeta):
     """Base class of the deep hashing models.
 
     Subclasses implement ``training_step`` (returns a dict of scalar losses with key ``"loss"``,
@@ -35,12 +36,13 @@ class HashModel(nn.Module):
 
     bits: int
 
+    @abc.abstractmethod
     def training_step(self, batch: dict[str, Tensor], phase: str = "train") -> dict[str, Tensor]:
-        raise NotImplementedError  # abstract: every registered model overrides it
+        """Losses of one step on ``batch`` for ``phase``."""
 
-    @torch.no_grad()
+    @abc.abstractmethod
     def encode(self, batch: dict[str, Tensor]) -> Tensor:
-        raise NotImplementedError  # abstract: every registered model overrides it
+        """(B, bits) codes in {-1, 0, +1}, for retrieval."""
 
     def epoch_phases(self, epoch: int) -> list[str]:
         """Passes over the training data in this epoch; each gets its own ``phase`` name."""
