@@ -16,104 +16,35 @@ atomically. Example::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import platform
-import resource
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from bitseek.atomic import atomic_write_text
 from bitseek.models.conmh import ConMH, ConMHConfig
 
+# A sibling module, found because Python puts this script's folder on sys.path.
+from _harness import machine_info, params_m, pick_device, read_previous, time_encoding, time_training, write_results
+
 RESULTS = Path(__file__).resolve().parent / "results" / "conmh.json"
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device) -> tuple[Callable[[], Any], torch.dtype | None]:
-    if device.type != "cuda":
-        return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return (lambda: torch.autocast(device_type="cuda", dtype=dtype)), dtype
-
-
-def _peak_memory_mb(device: torch.device) -> dict[str, float]:
-    if device.type == "cuda":
-        return {"peak_cuda_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20}
-    # Linux reports ru_maxrss in KiB: the whole process's peak resident set (Python + torch + data).
-    return {"peak_process_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def bench_training(model: ConMH, device: torch.device, batch: int, steps: int, warmup: int) -> dict[str, Any]:
     cfg = model.cfg
     feats = torch.randn(batch, cfg.max_frames, cfg.feature_dim, device=device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    autocast, dtype = _autocast(device)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    model.train()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    def step() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        with autocast():
-            loss = model.training_step({"feats": feats})["loss"]
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        return loss
-
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    _sync(device)
-    elapsed = time.perf_counter() - start
-    return {"batch": batch, "steps": steps, "seconds": elapsed, "clips_per_s": batch * steps / elapsed,
-            "seconds_per_step": elapsed / steps, "final_loss": float(loss.detach()),
-            "precision": str(dtype).replace("torch.", "") if dtype else "fp32", **_peak_memory_mb(device)}
+    return time_training(model, opt, lambda: model.training_step({"feats": feats})["loss"], device,
+                         batch=batch, steps=steps, warmup=warmup, unit="clips")
 
 
-@torch.no_grad()
 def bench_encoding(model: ConMH, device: torch.device, batch: int, steps: int) -> dict[str, Any]:
     cfg = model.cfg
     feats = torch.randn(batch, cfg.max_frames, cfg.feature_dim, device=device)
-    autocast, dtype = _autocast(device)
-    model.eval()
-    with autocast():
-        model.encode({"feats": feats})  # warm-up
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        with autocast():
-            codes = model.encode({"feats": feats})
-    _sync(device)
-    elapsed = time.perf_counter() - start
-    assert codes.shape == (batch, cfg.bits)
-    return {"batch": batch, "steps": steps, "seconds": elapsed, "clips_per_s": batch * steps / elapsed,
-            "precision": str(dtype).replace("torch.", "") if dtype else "fp32"}
+    return time_encoding(model, lambda: model.encode({"feats": feats}), device, batch=batch, steps=steps,
+                         expected_shape=(batch, cfg.bits), unit="clips")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -129,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
-    device = _device(args.device)
+    device = pick_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     batch = args.batch or (512 if device.type == "cuda" else 32)
@@ -138,29 +69,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model = ConMH(cfg).to(device)
 
     result = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
+        **machine_info(device),
         # CPU numbers on a shared machine depend on what else runs: record the load at the start.
         "load_avg_1m_at_start": os.getloadavg()[0],
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "params_m": params_m(model),
         "note": ("paper batch 512" if batch == 512 else f"batch {batch} (paper: 512; smaller on CPU)"),
         "train": bench_training(model, device, batch, args.steps, args.warmup),
         "encode": bench_encoding(model, device, args.encode_batch, args.encode_steps),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    existing: dict[str, Any] = {}
-    if args.out.exists():
-        with contextlib.suppress(json.JSONDecodeError, OSError):
-            existing = json.loads(args.out.read_text())
+    existing = read_previous(args.out)
     doc = {"benchmark": "conmh", "input": "FCVID-shaped synthetic features (B, 25, 4096)",
            "model_config": asdict(cfg), "runs": dict(existing.get("runs", {}))}
     doc["runs"][device.type] = result
-    atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")
-    json.dump(result, sys.stdout, indent=2)
-    print()
+    write_results(args.out, doc, result)
     return result
 
 

@@ -22,12 +22,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing as mp
 import os
-import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -35,32 +32,12 @@ from typing import Any, Callable
 
 import torch
 
-from bitseek.atomic import atomic_write_text
+# A sibling module, found because Python puts this script's folder on sys.path (the spawned
+# workers inherit that path).
+from _harness import machine_info, params_m, pick_device, read_previous, rss_mb, sync, time_training, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "wsch.json"
 FRAMES, DIM, BITS = 25, 4096, 64
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device) -> tuple[Callable[[], Any], torch.dtype | None]:
-    if device.type != "cuda":
-        return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return (lambda: torch.autocast(device_type="cuda", dtype=dtype)), dtype
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def _build(model_name: str) -> torch.nn.Module:
@@ -87,44 +64,14 @@ def _train_worker(model_name: str, phase: str, device_name: str, batch: int, ste
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     feats = torch.randn(batch, FRAMES, DIM, device=device)
-    rss_before = _rss_mb()
-    model = _build(model_name).to(device).train()
+    rss_before = rss_mb()
+    model = _build(model_name).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    autocast, dtype = _autocast(device)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    def step() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        with autocast():
-            loss = model.training_step({"feats": feats}, phase)["loss"]
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        return loss
-
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    _sync(device)
-    elapsed = time.perf_counter() - start
-    out = {"phase": phase, "batch": batch, "steps": steps, "seconds": elapsed, "clips_per_s": batch * steps / elapsed,
-           "seconds_per_step": elapsed / steps, "final_loss": float(loss.detach()),
-           "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-           "precision": str(dtype).replace("torch.", "") if dtype else "fp32"}
-    if device.type == "cuda":
-        out["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        out["peak_process_rss_mb"] = _rss_mb()
-        out["rss_growth_mb"] = _rss_mb() - rss_before  # model + optimiser state + activations (peak)
+    timing = time_training(model, opt, lambda: model.training_step({"feats": feats}, phase)["loss"], device,
+                           batch=batch, steps=steps, warmup=warmup, unit="clips")
+    out = {"phase": phase, **timing, "params_m": params_m(model)}
+    if device.type != "cuda":
+        out["rss_growth_mb"] = rss_mb() - rss_before  # model + optimiser state + activations (peak)
     return out
 
 
@@ -155,22 +102,22 @@ def bench_kmeans(device: torch.device, videos: int, batch: int) -> dict[str, Any
     ctx = EpochContext(device, loader)
     timings = []
     for _ in range(2):  # the second call is warm-started from the first call's centres
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         info = model.update_clusters(ctx)
-        _sync(device)
+        sync(device)
         timings.append({"seconds": time.perf_counter() - start, **info})
     return {"videos": videos, "codes": 2 * videos, "n_clusters": model.cfg.n_clusters, "runs": timings}
 
 
 def _time(fn: Callable[[], Any], device: torch.device, repeat: int) -> float:
     fn()
-    _sync(device)
+    sync(device)
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -223,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
-    device = _device(args.device)
+    device = pick_device(args.device)
     torch.set_num_threads(args.threads)
     batch = args.batch or (128 if device.type == "cuda" else 16)
     load_start = list(os.getloadavg())
@@ -238,11 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"conmh: {json.dumps(train['conmh'])}", file=sys.stderr)
     kmeans_videos = args.kmeans_videos or (4096 if device.type == "cuda" else 1024)
     result = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-        "torch": torch.__version__,
-        "threads": args.threads,
-        "cpu_count": os.cpu_count(),
+        **machine_info(device),
         "load_average_at_start": load_start,  # other processes on a shared machine slow every timing
         "train": train,
         "kmeans_step": bench_kmeans(device, kmeans_videos, batch=128),
@@ -251,16 +194,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_average_at_end": list(os.getloadavg()),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    existing: dict[str, Any] = {}
-    if args.out.exists():
-        with contextlib.suppress(json.JSONDecodeError, OSError):
-            existing = json.loads(args.out.read_text())
+    existing = read_previous(args.out)
     doc = {"benchmark": "wsch", "input": f"synthetic FCVID-shaped features (B, {FRAMES}, {DIM}), {BITS} bits",
            "runs": dict(existing.get("runs", {}))}
     doc["runs"][device.type] = result
-    atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")
-    json.dump(result, sys.stdout, indent=2)
-    print()
+    write_results(args.out, doc, result)
     return result
 
 
