@@ -111,7 +111,7 @@ def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any]) 
     write_metrics_json(out / "metrics.json", runner.rows, wall_time_s=round(wall, 2), timings=runner.timings,
                        search=search, dataset_info=info, config=runner.configs, environment=env, full=full,
                        quick=quick)
-    chance = info.get("chance_map")
+    chance = info.get("label_stats", {}).get("chance_map")
     write_report(
         out, f"bitseek demo: {DATASET}",
         f"Built-in benchmark: {len(data.train)} training clips, {len(data.query)} queries, {len(data.db)} "

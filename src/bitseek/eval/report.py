@@ -153,21 +153,27 @@ def plot_map_at_k(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str
         raise InputError(f"plot_map_at_k: no rows with a metric named {metric}<K>")
     datasets = list(dict.fromkeys(r["dataset"] for r in data))
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
     try:
         for ax, ds in zip(axes[0], datasets):
             series: dict[tuple[str, int], list[tuple[int, float]]] = {}
             for r in data:
                 if r["dataset"] == ds:
                     series.setdefault((r["method"], r["bits"]), []).append((int(r["metric"][len(metric):]), r["value"]))
+            # one colour per method, one line style per bit length: readable with many curves
+            methods = list(dict.fromkeys(m for m, _ in series))
+            bit_levels = sorted({b for _, b in series})
+            styles = ["-", "--", ":", "-."]
             for (meth, bits), pts in series.items():
                 pts.sort()
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{meth} ({bits} bits)")
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3,
+                        color=f"C{methods.index(meth) % 10}", linestyle=styles[bit_levels.index(bits) % len(styles)],
+                        label=f"{meth} ({bits} bits)")
             ax.set_title(ds)
             ax.set_xlabel("K")
             ax.set_ylabel(metric.rstrip("@") + "@K")
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize="small")
+            ax.legend(fontsize="x-small", ncol=2)
         _save_png(fig, path)
     finally:
         plt.close(fig)
