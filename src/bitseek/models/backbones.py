@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from bitseek.errors import ConfigError, FileFormatError
+from bitseek.train.checkpoint import load_state_into
 
 __all__ = [
     "Backbone",
@@ -286,11 +287,6 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return dict(sd)
 
 
-def _fmt_keys(keys: list[str], limit: int = 12) -> str:
-    more = f" … (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
 def load_backbone_weights(module: nn.Module, path: str | Path, ignore_prefixes: Iterable[str] = ()) -> None:
     """Strictly load ``path`` into ``module``; list missing/unexpected/mis-shaped keys on failure.
 
@@ -300,22 +296,7 @@ def load_backbone_weights(module: nn.Module, path: str | Path, ignore_prefixes: 
     sd = read_state_dict(path)
     prefixes = tuple(ignore_prefixes)
     sd = {k: v for k, v in sd.items() if not (prefixes and k.startswith(prefixes))}
-    own = module.state_dict()
-    missing = sorted(k for k in set(own) - set(sd) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = [f"{k} (file {tuple(sd[k].shape)}, model {tuple(own[k].shape)})"
-              for k in sorted(set(sd) & set(own)) if sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_fmt_keys(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_fmt_keys(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches: {_fmt_keys(shapes, 5)}")
-        raise FileFormatError(f"{path}: weights do not fit {type(module).__name__} — " + "; ".join(parts))
-    sd = {k: v.to(dtype=own[k].dtype) for k, v in sd.items()}
-    module.load_state_dict(sd, strict=False)
+    load_state_into(module, sd, str(path), optional_suffixes=("num_batches_tracked",), cast=True)
 
 
 # --------------------------------------------------------------------------- registry

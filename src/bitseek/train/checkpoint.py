@@ -79,23 +79,35 @@ def read_model_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def load_state_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
-    """Strict load with an error that lists what is missing, unexpected or mis-shaped."""
+def _fmt_keys(keys: list[str], limit: int = 12) -> str:
+    more = f" … (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_state_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str,
+                    optional_suffixes: tuple[str, ...] = (), cast: bool = False) -> None:
+    """Strict load with an error that lists what is missing, unexpected or mis-shaped.
+
+    Keys ending in ``optional_suffixes`` may be absent from ``sd`` (e.g. BatchNorm's
+    ``num_batches_tracked`` in older torchvision files); ``cast`` converts tensors to the model's dtypes.
+    """
     own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
+    missing = sorted(k for k in set(own) - set(sd) if not (optional_suffixes and k.endswith(optional_suffixes)))
     unexpected = sorted(set(sd) - set(own))
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+    shapes = [f"{k} (file {tuple(sd[k].shape)}, model {tuple(own[k].shape)})"
               for k in sorted(set(sd) & set(own)) if sd[k].shape != own[k].shape]
     if missing or unexpected or shapes:
         parts = []
         if missing:
-            parts.append(f"missing {missing[:10]}{' …' if len(missing) > 10 else ''}")
+            parts.append(f"missing keys: {_fmt_keys(missing)}")
         if unexpected:
-            parts.append(f"unexpected {unexpected[:10]}{' …' if len(unexpected) > 10 else ''}")
+            parts.append(f"unexpected keys: {_fmt_keys(unexpected)}")
         if shapes:
-            parts.append(f"shape mismatch {shapes[:5]}")
-        raise FileFormatError(f"{source}: weights do not fit the model: " + "; ".join(parts))
-    model.load_state_dict(sd, strict=True)
+            parts.append(f"shape mismatches: {_fmt_keys(shapes, 5)}")
+        raise FileFormatError(f"{source}: weights do not fit {type(model).__name__} — " + "; ".join(parts))
+    if cast:
+        sd = {k: v.to(dtype=own[k].dtype) for k, v in sd.items()}
+    model.load_state_dict(sd, strict=not optional_suffixes)
 
 
 def load_model(directory: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> torch.nn.Module:
