@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bitseek.atomic import atomic_write_text
 from bitseek.codes import CodeSet
 from bitseek.config import EvalConfig, ExperimentConfig, save_resolved
 from bitseek.data.base import RetrievalData, load_data
@@ -53,9 +54,8 @@ def train(cfg: ExperimentConfig, data: RetrievalData | None = None) -> tuple[Any
         model.fit(collect_features(data.train))
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, cfg.out_dir)
-        if hasattr(model, "save"):
-            model.save(cfg.out_dir / "model")
-        (cfg.out_dir / "DONE").write_text(f'{{"fit_seconds": {time.perf_counter() - t0:.3f}}}')
+        model.save(cfg.out_dir / "model")
+        atomic_write_text(cfg.out_dir / "DONE", f'{{"fit_seconds": {time.perf_counter() - t0:.3f}}}')
     return model, data
 
 

@@ -78,8 +78,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _load_cfg(args)
     data = load_data(cfg.data)
     model = pipeline.load_trained(cfg, args.checkpoint)
-    if not pipeline.is_deep(model) and hasattr(model, "fit") and not getattr(model, "fitted", True):
-        model.fit(pipeline.collect_features(data.train))
     out = Path(args.out) if args.out else cfg.out_dir / "eval"
     rows = pipeline.evaluate(cfg, model, data, out_dir=out)
     _print_rows(rows)
