@@ -7,7 +7,6 @@ from typing import Sequence
 
 import numpy as np
 
-from bitseek.atomic import atomic_open
 
 
 def _tile(frames: np.ndarray, n: int) -> np.ndarray:
@@ -24,10 +23,9 @@ def plot_retrievals(path: Path, queries: Sequence[np.ndarray], results: Sequence
     A result is framed green when it shares a label with the query and red otherwise. Clips are
     (T, H, W) uint8 arrays shown as strips of ``frames_per_clip`` frames; images are (H, W).
     """
-    import matplotlib
+    from bitseek.eval.report import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     def strip(x: np.ndarray) -> np.ndarray:
         return _tile(x, frames_per_clip) if x.ndim == 3 else x
@@ -57,7 +55,8 @@ def plot_retrievals(path: Path, queries: Sequence[np.ndarray], results: Sequence
                 ax.axis("off")
     fig.suptitle("queries (blue) and their top results (green: shares a label, red: does not)", fontsize=9)
     fig.tight_layout()
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
+    try:
+        save_png(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
     return path

@@ -127,15 +127,9 @@ def _retrieval_picture(path: Path, data: RetrievalData, ids: np.ndarray, method:
 
 def _plot_map_vs_bits(rows: list[dict[str, Any]], path: Path, metric: str) -> None:
     """``metric`` against code length, one line per method (bit lengths on a log2 axis)."""
-    import io
+    from bitseek.eval.report import pyplot, save_png
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bitseek.atomic import atomic_write_bytes
-
+    plt = pyplot()
     series: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
         if r["metric"] == metric:
@@ -157,9 +151,7 @@ def _plot_map_vs_bits(rows: list[dict[str, Any]], path: Path, metric: str) -> No
         ax.set_title(f"{DATASET}: {metric} by code length")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-        atomic_write_bytes(path, buf.getvalue())
+        save_png(fig, path)
     finally:
         plt.close(fig)
 

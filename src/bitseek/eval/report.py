@@ -131,13 +131,15 @@ def markdown_table(rows: Iterable[Mapping[str, Any]], digits: int = 4) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _save_png(fig: Any, path: str | os.PathLike[str]) -> None:
+def save_png(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> None:
+    """Render a matplotlib figure to PNG and write it atomically (every plot goes through here)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend (no display on servers and CI)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -152,7 +154,7 @@ def plot_map_at_k(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str
     if not data:
         raise InputError(f"plot_map_at_k: no rows with a metric named {metric}<K>")
     datasets = list(dict.fromkeys(r["dataset"] for r in data))
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
     try:
         for ax, ds in zip(axes[0], datasets):
@@ -174,7 +176,7 @@ def plot_map_at_k(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str
             ax.set_ylabel(metric.rstrip("@") + "@K")
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize="x-small", ncol=2)
-        _save_png(fig, path)
+        save_png(fig, path)
     finally:
         plt.close(fig)
 
@@ -185,7 +187,7 @@ def plot_pr_curves(
     """Precision (y) against recall (x) per label; each value is ``(precision, recall)`` or a PRCurve."""
     if not curves:
         raise InputError("plot_pr_curves: no curves given")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     try:
         for label, c in curves.items():
@@ -201,6 +203,6 @@ def plot_pr_curves(
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
-        _save_png(fig, path)
+        save_png(fig, path)
     finally:
         plt.close(fig)
