@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bitseek.codes import pack
-from bitseek.eval import map_at_k, map_at_topk, precision_at_k, precision_recall
+from bitseek.errors import InputError
+from bitseek.eval import map_at_k, map_at_k_ranked, map_at_topk, precision_at_k, precision_recall
 
 # 8-bit codes: a query and database items at chosen Hamming distances from it.
 Q = np.ones((1, 8), dtype=np.float32)
@@ -151,3 +152,46 @@ def test_chunking_does_not_change_results():
     for ties in ("stable", "numpy"):
         ref = map_at_k(q, None, ql, ks=[3, 10], ties=ties, chunk_size=1000)
         assert map_at_k(q, None, ql, ks=[3, 10], ties=ties, chunk_size=4) == ref
+
+
+# --------------------------------------------------------------------------- map_at_k_ranked
+
+
+def _stable_hamming_ranking(q: np.ndarray, db: np.ndarray) -> np.ndarray:
+    dist = 0.5 * (q.shape[1] - q @ db.T)
+    return np.argsort(dist, axis=1, kind="stable")
+
+
+@pytest.mark.parametrize("labels", ["multi", "class"])
+def test_map_at_k_ranked_equals_map_at_k_on_the_hamming_ranking(labels: str) -> None:
+    rng = np.random.default_rng(3)
+    q = np.where(rng.random((40, 16)) < 0.5, -1.0, 1.0)
+    db = np.where(rng.random((90, 16)) < 0.5, -1.0, 1.0)
+    if labels == "multi":
+        ql, dl = (rng.random((40, 6)) < 0.3).astype(int), (rng.random((90, 6)) < 0.3).astype(int)
+    else:
+        ql, dl = rng.integers(0, 5, 40), rng.integers(0, 5, 90)
+    ks = (1, 5, 20, 90)
+    want = map_at_k(q, db, ql, dl, ks, ties="stable")
+    got = map_at_k_ranked(_stable_hamming_ranking(q, db), ql, dl, ks)
+    assert got == want
+
+
+def test_map_at_k_ranked_all_vs_all_and_truncated_rankings() -> None:
+    rng = np.random.default_rng(4)
+    q = np.where(rng.random((30, 8)) < 0.5, -1.0, 1.0)
+    ql = (rng.random((30, 4)) < 0.4).astype(int)
+    full = _stable_hamming_ranking(q, q)
+    assert map_at_k_ranked(full[:, :10], ql, None, (5, 10)) == map_at_k(q, None, ql, None, (5, 10), ties="stable")
+
+
+def test_map_at_k_ranked_rejects_bad_rankings() -> None:
+    ql, dl = np.eye(3, dtype=int), np.eye(3, dtype=int)
+    with pytest.raises(InputError, match="repeats"):
+        map_at_k_ranked(np.array([[0, 0], [1, 2], [2, 1]]), ql, dl, (1, 2))
+    with pytest.raises(InputError, match="outside"):
+        map_at_k_ranked(np.array([[0, 3], [1, 2], [2, 1]]), ql, dl, (1, 2))
+    with pytest.raises(InputError, match="there are 2 queries"):
+        map_at_k_ranked(np.array([[0, 1], [1, 2]]), ql, dl, (1,))
+    with pytest.raises(InputError, match="integer"):
+        map_at_k_ranked(np.array([[0.0, 1.0]] * 3), ql, dl, (1,))

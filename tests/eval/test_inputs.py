@@ -22,8 +22,8 @@ DL = rng.integers(0, 3, 10)
     [
         ((Q, D[:, :8], QL, DL), {}, "16 bits but db_codes have 8"),
         ((pack(Q), D[:, :8], QL, DL), {}, "16 bits but db_codes have 8"),
-        ((Q, D, QL[:3], DL), {}, "query_labels have 3 rows but query_codes have 4"),
-        ((Q, D, QL, DL[:9]), {}, "db_labels have 9 rows but db_codes have 10"),
+        ((Q, D, QL[:3], DL), {}, "query_labels have 3 rows but there are 4 queries"),
+        ((Q, D, QL, DL[:9]), {}, "db_labels have 9 rows but there are 10 database items"),
         ((np.where(Q > 0, np.nan, Q), D, QL, DL), {}, "NaN"),
         ((Q * 0.5, D, QL, DL), {}, "must be -1, 0 or \\+1"),
         ((Q[0], D, QL, DL), {}, "2-D"),

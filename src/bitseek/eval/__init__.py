@@ -5,6 +5,6 @@ are in ``docs/protocols.md``.
 """
 
 from bitseek.eval import revisited
-from bitseek.eval.hashing import PRCurve, map_at_k, map_at_topk, precision_at_k, precision_recall
+from bitseek.eval.hashing import PRCurve, map_at_k, map_at_k_ranked, map_at_topk, precision_at_k, precision_recall
 
-__all__ = ["map_at_k", "map_at_topk", "precision_at_k", "precision_recall", "PRCurve", "revisited"]
+__all__ = ["map_at_k", "map_at_k_ranked", "map_at_topk", "precision_at_k", "precision_recall", "PRCurve", "revisited"]

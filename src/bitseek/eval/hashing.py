@@ -23,10 +23,10 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from bitseek.errors import InputError
-from bitseek.eval.inputs import Codes, Labels, check_ks, prepare_codes, prepare_labels
+from bitseek.eval.inputs import Codes, Labels, check_ks, prepare_codes, prepare_labels, prepare_labels_for
 from bitseek.eval.ranking import Ties, check_ties, chunk_rows, iter_topk
 
-__all__ = ["map_at_k", "map_at_topk", "precision_at_k", "precision_recall", "PRCurve", "DEFAULT_KS"]
+__all__ = ["map_at_k", "map_at_k_ranked", "map_at_topk", "precision_at_k", "precision_recall", "PRCurve", "DEFAULT_KS"]
 
 DEFAULT_KS = (5, 10, 20, 40, 60, 80, 100)
 
@@ -64,15 +64,44 @@ def map_at_k(
     kmax = max(kl)
     aps = {k: np.empty(codes.n_query, dtype=np.float64) for k in kl}
     for rows, idx in iter_topk(codes, kmax, ties, numpy_dtype=numpy_dtype, chunk_size=chunk_size):
-        rel = labels.relevant_at(rows, idx)
-        hits = np.cumsum(rel, axis=1, dtype=np.float64)
-        prec = hits / np.arange(1, kmax + 1, dtype=np.float64)
-        # Sequential cumsum adds the same terms in the same order as the reference's Python loop.
-        acc = np.cumsum(np.where(rel, prec, 0.0), axis=1)
-        for k in kl:
-            aps[k][rows] = acc[:, k - 1] / float(k)
+        for k, ap in _ap_at_k(labels.relevant_at(rows, idx), kl).items():
+            aps[k][rows] = ap
     maps = {k: float(np.mean(aps[k])) for k in kl}
     return (maps, aps) if per_query else maps
+
+
+def _ap_at_k(rel: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
+    """Divide-by-K AP of each row of a ranked (n, >= max K) relevance matrix, for every K."""
+    kmax = max(ks)
+    rel = rel[:, :kmax]
+    hits = np.cumsum(rel, axis=1, dtype=np.float64)
+    prec = hits / np.arange(1, kmax + 1, dtype=np.float64)
+    # Sequential cumsum adds the same terms in the same order as the reference's Python loop.
+    acc = np.cumsum(np.where(rel, prec, 0.0), axis=1)
+    return {k: acc[:, k - 1] / float(k) for k in ks}
+
+
+def map_at_k_ranked(ranking: Any, query_labels: Any, db_labels: Any | None = None,
+                    ks: Any = DEFAULT_KS) -> dict[int, float]:
+    """The same mAP@K for rankings made elsewhere: float search, a re-ranker, an ANN index.
+
+    ``ranking`` is (n_query, >= max K) database indices, best first (``db_labels=None``: the
+    queries are the database). Duplicate ids in a row are refused, as a ranking cannot hold an
+    item twice.
+    """
+    ids = np.asarray(ranking)
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"ranking must be a 2-D integer array of database ids, got {ids.dtype} {ids.shape}")
+    labels = prepare_labels_for(query_labels, db_labels, ids.shape[0], None, db_labels is None)
+    n_db = len(labels.db)
+    kl = check_ks(ks, min(ids.shape[1], n_db))
+    if ids.size and (ids.min() < 0 or ids.max() >= n_db):
+        raise InputError(f"ranking holds ids outside 0..{n_db - 1}")
+    srt = np.sort(ids, axis=1)
+    if (srt[:, 1:] == srt[:, :-1]).any():
+        raise InputError("ranking repeats a database id within a row")
+    rel = labels.relevant_at(slice(0, ids.shape[0]), ids[:, : max(kl)])
+    return {k: float(np.mean(ap)) for k, ap in _ap_at_k(rel, kl).items()}
 
 
 def _topk_cutoff(topk: int | None, n_db: int) -> int:

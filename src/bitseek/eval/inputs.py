@@ -247,8 +247,17 @@ def _label_words(a: np.ndarray) -> np.ndarray:
 
 def prepare_labels(query_labels: Any, db_labels: Any | None, codes: Codes) -> Labels:
     """Validate labels against each other and against the code rows."""
+    return prepare_labels_for(query_labels, db_labels, codes.n_query, codes.n_db, codes.same)
+
+
+def prepare_labels_for(query_labels: Any, db_labels: Any | None, n_query: int, n_db: int | None,
+                       same: bool) -> Labels:
+    """Validate labels for ``n_query`` queries against ``n_db`` database rows (None: any count).
+
+    ``same`` says the queries are the database, so ``db_labels`` must be None.
+    """
     ql = as_array(query_labels, "query_labels")
-    if codes.same:
+    if same:
         if db_labels is not None:
             raise InputError(
                 "db_labels given without db_codes: with db_codes=None the queries are the database "
@@ -266,10 +275,10 @@ def prepare_labels(query_labels: Any, db_labels: Any | None, codes: Codes) -> La
             f"query_labels are {'a class vector' if qk == 'class' else 'a multi-hot matrix'} but db_labels are "
             f"{'a class vector' if dk == 'class' else 'a multi-hot matrix'}; use the same form on both sides"
         )
-    if ql.shape[0] != codes.n_query:
-        raise InputError(f"query_labels have {ql.shape[0]} rows but query_codes have {codes.n_query}")
-    if dl.shape[0] != codes.n_db:
-        raise InputError(f"db_labels have {dl.shape[0]} rows but db_codes have {codes.n_db}")
+    if ql.shape[0] != n_query:
+        raise InputError(f"query_labels have {ql.shape[0]} rows but there are {n_query} queries")
+    if n_db is not None and dl.shape[0] != n_db:
+        raise InputError(f"db_labels have {dl.shape[0]} rows but there are {n_db} database items")
     if qk == "multi" and ql.shape[1] != dl.shape[1]:
         raise InputError(f"query_labels have {ql.shape[1]} label columns but db_labels have {dl.shape[1]}")
     if qk == "class":
