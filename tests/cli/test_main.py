@@ -84,3 +84,42 @@ def test_index_and_search_commands(tmp_path):
                  "--radius", "12", "--out", str(tmp_path / "rad.json")]) == 0
     rad = json.loads((tmp_path / "rad.json").read_text())["results"]
     assert [sorted(r["ids"]) for r in rad] == [sorted((np.flatnonzero(row <= 12) + 1000).tolist()) for row in d]
+
+
+@pytest.mark.parametrize("dataset", ["fcvid", "activitynet", "yfcc"])
+def test_shipped_itq_configs_train_and_eval_on_the_real_layouts(tmp_path, dataset):
+    """configs/itq/*: the baseline beside ConMH runs through `bitseek train` / `bitseek eval`."""
+    from pathlib import Path
+
+    import h5py
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+
+    def feats(name: str, n: int) -> None:
+        with h5py.File(tmp_path / name, "w") as f:
+            f.create_dataset("feats", data=rng.standard_normal((n, 4, 12)).astype(np.float32))
+
+    def labels(name: str, key: str, n: int) -> None:
+        scipy.io.savemat(tmp_path / name, {key: np.eye(3)[rng.integers(0, 3, n)]})
+
+    if dataset == "fcvid":
+        feats("fcv_train_feats.h5", 40), feats("fcv_test_feats.h5", 30)
+        labels("fcv_test_labels.mat", "labels", 30)
+    elif dataset == "activitynet":
+        feats("train_feats.h5", 40), feats("query_feats.h5", 10), feats("test_feats.h5", 30)
+        labels("q_label.mat", "q_label", 10), labels("re_label.mat", "re_label", 30)
+    else:
+        for i in range(9):
+            feats(f"yfcc_train_feats_{i + 1}.h5", 5)
+        feats("query1000_feats.h5", 10), feats("yfcc_test_feats_1.h5", 15), feats("yfcc_test_feats_2.h5", 15)
+        labels("query1000_labels.mat", "labels", 10)
+        labels("yfcc_test_labels_1.mat", "labels", 15), labels("yfcc_test_labels_2.mat", "labels", 15)
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "itq" / f"{dataset}-64.yaml")
+    shape = [f"data.root={tmp_path}", "data.feature_dim=12", "data.max_frames=4", "model.bits=8",
+             f"train.out_dir={tmp_path / 'run'}", "eval.ks=[5,10]"]
+    assert main(["train", "--config", config, *shape]) == 0
+    assert main(["eval", "--config", config, *shape]) == 0
+    rows = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())["results"]
+    assert {r["metric"] for r in rows} == {"mAP@5", "mAP@10"} and all(0 <= r["value"] <= 1 for r in rows)
+    assert {(r["method"], r["bits"]) for r in rows} == {("itq", 8)}
