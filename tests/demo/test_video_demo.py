@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +56,18 @@ def test_real_settings_untouched():
 
 def test_cli_routes_demo(monkeypatch, tmp_path):
     seen = {}
-    monkeypatch.setattr(video, "run_video_demo", lambda out, full, seed: seen.update(out=out, full=full, seed=seed))
+    monkeypatch.setattr(video, "run_video_demo", lambda out, **kw: seen.update(out=out, **kw))
     assert main(["demo", "--out", str(tmp_path), "--seed", "3"]) == 0
-    assert seen == {"out": tmp_path, "full": False, "seed": 3}
+    assert seen == {"out": tmp_path, "full": False, "seed": 3, "train_scale": None}
+    assert main(["demo", "--out", str(tmp_path), "--train-scale", "10"]) == 0
+    assert seen["train_scale"] == 10
+    with pytest.raises(SystemExit):
+        main(["demo", "--train-scale", "0"])
+
+
+def test_epochs_scale():
+    from bitseek.demo.common import deep_config, epochs_scale
+
+    assert (epochs_scale(False, None), epochs_scale(True, None), epochs_scale(True, 10)) == (1, 3, 10)
+    cfg = deep_config("conmh-mnist-video.yaml", "conmh", 16, "mnist-video", Path("/tmp/x"), [], 0, 10)
+    assert cfg.train.epochs == 200

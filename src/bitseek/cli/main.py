@@ -204,15 +204,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.kind == "images":
         from bitseek.demo.images import run_image_demo
 
-        run_image_demo(Path(args.out), full=args.full, seed=args.seed)
+        run_image_demo(Path(args.out), full=args.full, seed=args.seed, train_scale=args.train_scale)
     else:
         from bitseek.demo.video import run_video_demo
 
-        run_video_demo(Path(args.out), full=args.full, seed=args.seed)
+        run_video_demo(Path(args.out), full=args.full, seed=args.seed, train_scale=args.train_scale)
     return 0
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "run a built-in benchmark end to end and write a report folder")
     sp.add_argument("kind", nargs="?", default="video", choices=["video", "images"])
     sp.add_argument("--out", default="demo-out", help="report folder")
-    sp.add_argument("--full", action="store_true", help="longer training (beyond the 5-minute budget)")
+    sp.add_argument("--full", action="store_true",
+                    help="3x the training and, for video, WSCH too (beyond the 5-minute budget)")
+    sp.add_argument("--train-scale", type=_positive_int, default=None, metavar="N",
+                    help="train the deep models N times their demo epochs (default 1; 3 with --full)")
     sp.add_argument("--seed", type=int, default=0)
 
     sp = add("train", cmd_train, "train a model from an experiment config (resumes automatically)")

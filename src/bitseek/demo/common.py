@@ -17,6 +17,7 @@ import torch
 from bitseek import pipeline
 from bitseek.config import ExperimentConfig, load_config
 from bitseek.data.base import RetrievalData
+from bitseek.errors import ConfigError
 
 
 def config_path(name: str) -> Path:
@@ -96,14 +97,20 @@ def shallow_config(method: str, bits: int, dataset: str, out: Path, data: dict[s
 
 
 def deep_config(yaml_name: str, method: str, bits: int, dataset: str, out: Path, overrides: Sequence[str],
-                seed: int, full: bool) -> ExperimentConfig:
-    """Config of a deep run from a shipped YAML; ``full`` triples the epochs."""
+                seed: int, epochs_scale: int = 1) -> ExperimentConfig:
+    """Config of a deep run from a shipped YAML, its epochs multiplied by ``epochs_scale``."""
     cfg = load_config(config_path(yaml_name), [
         f"model.bits={bits}", f"train.seed={seed}", f"train.out_dir={out / 'runs' / f'{method}-{bits}'}",
         f"name={method}-{dataset}-{bits}", *overrides])
-    if full:
-        cfg.train.epochs *= 3
+    if epochs_scale < 1:
+        raise ConfigError(f"the epoch scale must be a whole number >= 1, got {epochs_scale}")
+    cfg.train.epochs *= epochs_scale
     return cfg
+
+
+def epochs_scale(full: bool, train_scale: int | None) -> int:
+    """How much longer than their presets the demos train: ``--train-scale``, else 3 for ``--full``."""
+    return train_scale if train_scale is not None else (3 if full else 1)
 
 
 class Runner:

@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import Dataset
 
 from bitseek.data.base import RetrievalData, load_data
-from bitseek.demo.common import (Runner, console, cpus, deep_config, environment, load_average, search_top,
-                                 shallow_config, thread_budget, write_report)
+from bitseek.demo.common import (Runner, console, cpus, deep_config, environment, epochs_scale, load_average,
+                                 search_top, shallow_config, thread_budget, write_report)
 from bitseek.errors import InputError
 
 __all__ = ["BITS", "DATASET", "HEADLINE", "QUICK", "SHALLOW", "PixelVectors", "pixel_view",
@@ -155,20 +155,21 @@ def _plot_map_vs_bits(rows: list[dict[str, Any]], path: Path, metric: str) -> No
         plt.close(fig)
 
 
-def run_image_demo(out: Path, full: bool = False, seed: int = 0, quick: bool = False) -> dict[str, Any]:
+def run_image_demo(out: Path, full: bool = False, seed: int = 0, quick: bool = False,
+                   train_scale: int | None = None) -> dict[str, Any]:
     """Run the whole benchmark; returns what is also written to ``out/metrics.json``.
 
-    ``full`` triples CSCE-Net's epochs; ``quick`` (smoke tests only) uses :data:`QUICK` instead of
+    ``full`` triples CSCE-Net's epochs (``train_scale`` sets another factor); ``quick`` (smoke tests only) uses :data:`QUICK` instead of
     the real settings: one bit length and a few training steps. Runs under
     :func:`~bitseek.demo.common.thread_budget`.
     """
     with thread_budget() as budget:
         return _run(Path(out), full, seed, quick, budget["load_average_start"], budget["default_threads"],
-                    budget["blas_threads"])
+                    budget["blas_threads"], epochs_scale(full, train_scale))
 
 
 def _run(out: Path, full: bool, seed: int, quick: bool, load_start: list[float] | None,
-         default_threads: int, blas_threads: int | None) -> dict[str, Any]:
+         default_threads: int, blas_threads: int | None, scale: int) -> dict[str, Any]:
     from bitseek.eval.report import markdown_table, write_metrics_json
 
     con = console()
@@ -199,7 +200,7 @@ def _run(out: Path, full: bool, seed: int, quick: bool, load_start: list[float] 
     deep = Runner(data, DATASET, con)
     for bits in bits_list:
         cfg = deep_config(YAML, "csce", bits, DATASET, out,
-                          [f"data.root={data_opts['root']}", f"data.seed={seed}", *deep_overrides], seed, full)
+                          [f"data.root={data_opts['root']}", f"data.seed={seed}", *deep_overrides], seed, scale)
         deep.run(cfg, "csce", bits, HEADLINE)
 
     rows = shallow.rows + deep.rows
@@ -218,7 +219,8 @@ def _run(out: Path, full: bool, seed: int, quick: bool, load_start: list[float] 
     info = {**data.info, "pixel_dim": n_pix, "base_rate": round(base_rate, 6)}
     write_metrics_json(out / "metrics.json", rows, wall_time_s=round(wall, 2), cpu_time_s=round(cpu, 2),
                        timings=timings, search=search, dataset_info=info,
-                       config={**shallow.configs, **deep.configs}, environment=env, full=full, quick=quick)
+                       config={**shallow.configs, **deep.configs}, environment=env, full=full,
+                       train_scale=scale, quick=quick)
     beats = {b: _value(rows, "csce", b) > _value(rows, "itq", b) for b in bits_list}
     write_report(
         out, f"bitseek demo: {DATASET}",

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from bitseek.data.base import RetrievalData, load_data
-from bitseek.demo.common import (Runner, console, deep_config, environment, load_average, search_top, shallow_config,
-                                 thread_budget, write_report)
+from bitseek.demo.common import (Runner, console, deep_config, environment, epochs_scale, load_average, search_top,
+                                 shallow_config, thread_budget, write_report)
 
 DATASET = "mnist-video"
 BITS = (16, 32, 64)
@@ -53,17 +53,20 @@ def _clip_picture(path: Path, data: RetrievalData, ids: np.ndarray, n_queries: i
     plot_retrievals(path, queries, results, relevant, qt, rt)
 
 
-def run_video_demo(out: Path, full: bool = False, seed: int = 0, quick: bool = False) -> dict[str, Any]:
+def run_video_demo(out: Path, full: bool = False, seed: int = 0, quick: bool = False,
+                   train_scale: int | None = None) -> dict[str, Any]:
     """Run the whole benchmark; returns what is also written to ``out/metrics.json``.
 
-    ``full`` triples the deep models' epochs and adds WSCH at every bit length; ``quick`` (smoke
-    tests only) uses :data:`QUICK` instead of the real settings.
+    ``full`` adds WSCH at every bit length and triples the deep models' epochs; ``train_scale``
+    multiplies them by its own factor instead (10 trains the demo's ConMH for 200 epochs, where it
+    overtakes ITQ: docs/results.md); ``quick`` (smoke tests only) uses :data:`QUICK` instead of the
+    real settings.
     """
     with thread_budget() as budget:
-        return _run(Path(out), full, seed, quick, budget)
+        return _run(Path(out), full, seed, quick, budget, epochs_scale(full, train_scale))
 
 
-def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any]) -> dict[str, Any]:
+def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any], scale: int) -> dict[str, Any]:
     from bitseek.eval.report import markdown_table, plot_map_at_k, plot_pr_curves, write_metrics_json
 
     con = console()
@@ -97,7 +100,7 @@ def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any]) 
     for method, bit_list in plan:
         extra = QUICK["wsch_overrides"] if quick and method == "wsch" else []
         for bits in bit_list:
-            cfg = deep_config(f"{method}-{DATASET}.yaml", method, bits, DATASET, out, [*shape, *extra], seed, full)
+            cfg = deep_config(f"{method}-{DATASET}.yaml", method, bits, DATASET, out, [*shape, *extra], seed, scale)
             runner.run(cfg, method, bits, "mAP@20")
 
     qtop, dbtop = runner.codes[("conmh", top)]
@@ -110,7 +113,7 @@ def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any]) 
     env = {**environment(), **budget, "load_average_end": load_average()}
     write_metrics_json(out / "metrics.json", runner.rows, wall_time_s=round(wall, 2), timings=runner.timings,
                        search=search, dataset_info=info, config=runner.configs, environment=env, full=full,
-                       quick=quick)
+                       train_scale=scale, quick=quick)
     chance = info.get("label_stats", {}).get("chance_map")
     ranked = sorted(((r["value"], r["method"]) for r in runner.rows if r["bits"] == top and r["metric"] == "mAP@20"),
                     reverse=True)
