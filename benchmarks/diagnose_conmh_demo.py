@@ -1,6 +1,10 @@
-"""Why ConMH trails ITQ on the built-in video benchmark: the measurements behind docs/results.md.
+"""ConMH against ITQ on the built-in video benchmark: the measurements behind docs/results.md.
 
-Three parts, each merged into ``benchmarks/results/diagnose_conmh_demo.json`` (written atomically):
+Every part runs on one variant of the benchmark, ``--benchmark multi-shot`` (the default: clips of
+one to four shots, each showing other writers of the clip's digits) or ``single-shot`` (one
+continuous shot per clip, generator version 3, the demo's benchmark until the multi-shot one
+replaced it). Results are merged into ``benchmarks/results/diagnose_conmh_demo.json`` under
+``[benchmark][part]`` (written atomically). The parts:
 
 * ``stats``: properties of the benchmark's frame features that decide how hard it is for a linear
   hash -- the share of energy in the common (mean) component, the mean cosine between clips, the
@@ -17,13 +21,18 @@ Three parts, each merged into ``benchmarks/results/diagnose_conmh_demo.json`` (w
 * ``paper-size``: the paper's network shape (12 encoder blocks of 256-d with 6 heads, decoder 2 x
   192-d with 3 heads) in place of the demo's 2 x 128-d, same recipe, for ``--epochs`` epochs
   (the first value), to tell a capacity limit from a data property.
+* ``representation``: what the demo preset itself learned, after ``--epochs`` epochs (the first
+  value): mAP@K of its *float* representations (the encoder output and the pre-sign code, mean
+  over frames) beside its binary codes, and how its bits are used (balance, correlation). It tells
+  a weak representation from a lossy binarisation.
 
 Nothing here is used by ``bitseek demo``; it only measures. Examples::
 
     python benchmarks/diagnose_conmh_demo.py --part stats
-    python benchmarks/diagnose_conmh_demo.py --part variants
     python benchmarks/diagnose_conmh_demo.py --part curve --epochs 20,60,100,200,400
-    python benchmarks/diagnose_conmh_demo.py --part paper-size --epochs 20
+    python benchmarks/diagnose_conmh_demo.py --part representation --epochs 20
+    python benchmarks/diagnose_conmh_demo.py --benchmark single-shot --part variants
+    python benchmarks/diagnose_conmh_demo.py --benchmark single-shot --part paper-size --epochs 20
 """
 
 from __future__ import annotations
@@ -90,6 +99,29 @@ def float_map(q: np.ndarray, db: np.ndarray, data: RetrievalData) -> dict[str, f
                                                                  data.database_labels, KS).items()}
 
 
+def pca_float_maps(train_clips: np.ndarray, q: np.ndarray, db: np.ndarray, data: RetrievalData) -> dict[str, Any]:
+    """mAP@K of float cosine ranking after projecting mean-pooled clips on the top-k principal axes.
+
+    PCA to ``bits`` dimensions is where PCAH and ITQ start, so this is their ceiling before any
+    quantisation: when it equals the full float score, a linear hash loses only to rounding.
+    """
+    mean = train_clips.mean(0)
+    _, vecs = np.linalg.eigh(np.cov(train_clips - mean, rowvar=False))
+    vecs = vecs[:, ::-1]
+    return {str(k): float_map((q - mean) @ vecs[:, :k], (db - mean) @ vecs[:, :k], data) for k in (16, 32, 64)}
+
+
+def shallow_maps(data: RetrievalData, opts: dict[str, Any], out: Path) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    for method in ("lsh", "pcah", "itq", "sh"):
+        cfg = shallow_config(method, BITS, DATASET, out, opts, 0, {"ks": list(KS)})
+        model, _ = pipeline.train(cfg, data)
+        qc, dc = pipeline.encode_splits(model, data, cfg)
+        rows = pipeline.evaluate_codes(qc, dc, data.query_labels, data.database_labels, cfg.eval, DATASET, method, BITS)
+        res[f"{method}_{BITS}"] = {r["metric"]: round(r["value"], 4) for r in rows if r["metric"].startswith("mAP@")}
+    return res
+
+
 def part_stats(data: RetrievalData, opts: dict[str, Any], out: Path) -> dict[str, Any]:
     tr = frame_matrix(data.train)
     q, db = frame_matrix(data.query).mean(1), frame_matrix(data.db).mean(1)
@@ -108,23 +140,22 @@ def part_stats(data: RetrievalData, opts: dict[str, Any], out: Path) -> dict[str
         "pca_variance_kept": {str(k): round(float(eig[:k].sum() / eig.sum()), 4) for k in (16, 32, 64)},
         "float_mean_pooled_raw": float_map(q, db, data),
         "float_mean_pooled_centred": float_map(q - mean, db - mean, data),
+        "float_pca_k": pca_float_maps(clips, q, db, data),
     }
-    for method in ("lsh", "pcah", "itq"):
-        cfg = shallow_config(method, BITS, DATASET, out, opts, 0, {"ks": list(KS)})
-        model, _ = pipeline.train(cfg, data)
-        qc, dc = pipeline.encode_splits(model, data, cfg)
-        rows = pipeline.evaluate_codes(qc, dc, data.query_labels, data.database_labels, cfg.eval, DATASET, method, BITS)
-        res[f"{method}_{BITS}"] = {r["metric"]: round(r["value"], 4) for r in rows if r["metric"].startswith("mAP@")}
+    res.update(shallow_maps(data, opts, out))
     return res
 
 
-def conmh_run(data: RetrievalData, opts: dict[str, Any], out: Path, overrides: list[str]) -> dict[str, Any]:
+def conmh_run(data: RetrievalData, opts: dict[str, Any], out: Path, overrides: list[str],
+              keep_model: list[Any] | None = None) -> dict[str, Any]:
     shape = [f"model.feature_dim={data.info['feature_dim']}", f"model.max_frames={data.info['frames']}",
              *(f"data.{k}={v}" for k, v in opts.items()), "train.progress=false", f"eval.ks={list(KS)}"]
-    cfg = deep_config(f"conmh-{DATASET}.yaml", "conmh", BITS, DATASET, out, [*shape, *overrides], 0, False)
+    cfg = deep_config(f"conmh-{DATASET}.yaml", "conmh", BITS, DATASET, out, [*shape, *overrides], 0)
     t0 = time.perf_counter()
     model, _ = pipeline.train(cfg, data)
     train_s = time.perf_counter() - t0
+    if keep_model is not None:
+        keep_model.append(model)
     q, db = pipeline.encode_splits(model, data, cfg)
     rows = pipeline.evaluate_codes(q, db, data.query_labels, data.database_labels, cfg.eval, DATASET, "conmh", BITS)
     return {"overrides": overrides, "train_s": round(train_s, 1), "epochs": cfg.train.epochs,
@@ -149,13 +180,56 @@ def part_curve(data: RetrievalData, opts: dict[str, Any], out: Path, epochs: lis
     return {str(e): conmh_run(data, opts, out / "curve", [f"train.epochs={e}"]) for e in sorted(epochs)}
 
 
+@torch.no_grad()
+def conmh_views(model: Any, split: Dataset) -> dict[str, np.ndarray]:
+    """Mean-over-frames float encoder output and pre-sign code, and the binary video code, of a split."""
+    model.eval()
+    feats = torch.from_numpy(frame_matrix(split)).float()
+    tokens = model._embed(feats)
+    for blk in model.encoder_blocks:
+        tokens = blk(tokens)
+    hidden = model.encoder_head(model.encoder_norm(tokens))
+    pre = model.hash_norm(model.hash_fc(hidden))
+    return {"encoder_output": hidden.mean(1).numpy(), "pre_sign_code": pre.mean(1).numpy(),
+            "code": model.encode({"feats": feats}).numpy()}
+
+
+def bit_usage(codes: np.ndarray) -> dict[str, float]:
+    """How a code set uses its bits: balance (|mean| of each ±1 bit) and pairwise |correlation|."""
+    corr = np.abs(np.corrcoef(codes.T))
+    off = corr[~np.eye(len(corr), dtype=bool)]
+    return {"mean_abs_bit_mean": round(float(np.abs(codes.mean(0)).mean()), 4),
+            "mean_abs_bit_correlation": round(float(np.nanmean(off)), 4),
+            "bit_pairs_correlated_above_0.5": round(float(np.mean(off > 0.5)), 4),
+            "distinct_codes_fraction": round(len({r.tobytes() for r in codes}) / len(codes), 4)}
+
+
+def part_representation(data: RetrievalData, opts: dict[str, Any], out: Path, epochs: int) -> dict[str, Any]:
+    kept: list[Any] = []
+    res: dict[str, Any] = {"binary": conmh_run(data, opts, out / "representation", [f"train.epochs={epochs}"], kept)}
+    qv, dv = conmh_views(kept[0], data.query), conmh_views(kept[0], data.db)
+    for name in ("encoder_output", "pre_sign_code"):
+        res[f"float_{name}"] = float_map(qv[name], dv[name], data)
+    res["conmh_bits"] = bit_usage(dv["code"])
+    itq_cfg = shallow_config("itq", BITS, DATASET, out, opts, 0)
+    itq, _ = pipeline.train(itq_cfg, data)
+    res["itq_bits"] = bit_usage(pipeline.encode_splits(itq, data, itq_cfg)[1])
+    res["input_mean_pooled"] = float_map(frame_matrix(data.query).mean(1), frame_matrix(data.db).mean(1), data)
+    return res
+
+
+#: the benchmark variants, as ``mnist-video`` config fields
+BENCHMARKS = {"multi-shot": {}, "single-shot": {"shots_max": 1}}
+
+
 PAPER_SHAPE = ["model.hidden_size=256", "model.depth=12", "model.heads=6", "model.decoder_dim=192",
                "model.decoder_depth=2", "model.decoder_heads=3"]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("stats", "variants", "curve", "paper-size"), required=True)
+    ap.add_argument("--part", choices=("stats", "variants", "curve", "paper-size", "representation"), required=True)
+    ap.add_argument("--benchmark", choices=tuple(BENCHMARKS), default="multi-shot")
     ap.add_argument("--epochs", default="20,60,150", help="curve: comma-separated epoch counts")
     ap.add_argument("--work", type=Path, default=None, help="folder for data and runs (default: a temp dir)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -164,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = (args.work or Path(tmp)).resolve()
-        opts = {"root": str(work / "data" / DATASET), "seed": 0}
+        opts = {"root": str(work / "data" / f"{DATASET}-{args.benchmark}"), "seed": 0, **BENCHMARKS[args.benchmark]}
         data = load_data(shallow_config("itq", BITS, DATASET, work, opts, 0).data)
         t0 = time.perf_counter()
         if args.part == "stats":
@@ -174,11 +248,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         elif args.part == "paper-size":
             epochs = int(args.epochs.split(",")[0])
             result = conmh_run(data, opts, work / "runs" / "paper-size", [*PAPER_SHAPE, f"train.epochs={epochs}"])
+        elif args.part == "representation":
+            result = part_representation(data, opts, work / "runs", int(args.epochs.split(",")[0]))
         else:
             result = part_curve(data, opts, work / "runs", [int(e) for e in args.epochs.split(",")])
     doc = read_previous(args.out)
-    doc[args.part] = {"result": result, "seconds": round(time.perf_counter() - t0, 1),
-                      "machine": machine_info(torch.device("cpu"))}
+    doc.setdefault(args.benchmark, {})[args.part] = {"result": result, "seconds": round(time.perf_counter() - t0, 1),
+                                                     "machine": machine_info(torch.device("cpu"))}
     write_results(args.out, doc, {args.part: result})
     return result
 
