@@ -45,6 +45,44 @@ def load_average() -> list[float] | None:
         return None
 
 
+def cpu_times(stat_path: str = "/proc/stat") -> tuple[int, int] | None:
+    """(idle, total) jiffies of all CPUs from the kernel's counters, or None where there are none."""
+    try:
+        with open(stat_path) as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 5:
+        return None
+    values = [int(v) for v in fields[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return idle, sum(values[:8])  # guest times are already inside user/nice
+
+
+def busy_between(before: tuple[int, int], after: tuple[int, int], n_cpus: int) -> float:
+    """Cores kept busy between two :func:`cpu_times` readings (0 .. n_cpus)."""
+    d_total = after[1] - before[1]
+    if d_total <= 0:
+        return 0.0
+    return n_cpus * max(0.0, 1.0 - (after[0] - before[0]) / d_total)
+
+
+def busy_cores(interval: float = 0.5) -> float | None:
+    """How many cores other processes keep busy *now*, sampled over ``interval`` seconds.
+
+    The 1-minute load average lags by about a minute: right after another job ends it still reads
+    ~1 on an idle 2-core machine, and the demo would then run on one thread for nothing (measured:
+    305 s instead of 271 s). This process sleeps while sampling, so what is counted is the others.
+    """
+    before = cpu_times()
+    if before is None:
+        return None
+    time.sleep(interval)
+    after = cpu_times()
+    n = os.cpu_count()
+    return None if after is None or not n else round(busy_between(before, after, n), 2)
+
+
 def free_threads(default: int, n_cpus: int | None, load: float | None) -> int:
     """Threads for a demo: the default, but no more than the cores other processes leave idle.
 
@@ -60,12 +98,14 @@ def free_threads(default: int, n_cpus: int | None, load: float | None) -> int:
 
 @contextlib.contextmanager
 def thread_budget() -> Iterator[dict[str, Any]]:
-    """Run torch (and numpy's BLAS, via threadpoolctl when present) on :func:`free_threads` threads."""
+    """Run torch (and numpy's BLAS, via threadpoolctl when present) on :func:`free_threads` threads,
+    given the cores other processes keep busy at the start (:func:`busy_cores`)."""
     load = load_average()
+    busy = busy_cores()  # the load average only where the kernel's counters are not readable
     before = torch.get_num_threads()
-    threads = free_threads(before, cpus(), load[0] if load else None)
+    threads = free_threads(before, cpus(), busy if busy is not None else (load[0] if load else None))
     info: dict[str, Any] = {"threads": threads, "default_threads": before, "blas_threads": None,
-                            "load_average_start": load}
+                            "busy_cores_start": busy, "load_average_start": load}
     with contextlib.ExitStack() as stack:
         try:  # the baselines' eigendecompositions suffer the same oversubscription
             from threadpoolctl import threadpool_limits  # ships with scikit-learn (the demo extra)
