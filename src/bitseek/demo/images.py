@@ -164,12 +164,10 @@ def run_image_demo(out: Path, full: bool = False, seed: int = 0, quick: bool = F
     :func:`~bitseek.demo.common.thread_budget`.
     """
     with thread_budget() as budget:
-        return _run(Path(out), full, seed, quick, budget["load_average_start"], budget["default_threads"],
-                    budget["blas_threads"], epochs_scale(full, train_scale))
+        return _run(Path(out), full, seed, quick, budget, epochs_scale(full, train_scale))
 
 
-def _run(out: Path, full: bool, seed: int, quick: bool, load_start: list[float] | None,
-         default_threads: int, blas_threads: int | None, scale: int) -> dict[str, Any]:
+def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any], scale: int) -> dict[str, Any]:
     from bitseek.eval.report import markdown_table, write_metrics_json
 
     con = console()
@@ -212,9 +210,7 @@ def _run(out: Path, full: bool, seed: int, quick: bool, load_start: list[float] 
     base_rate = float(((ql @ dl.T) > 0).mean())
     wall = time.perf_counter() - t_start
     cpu = time.process_time() - cpu_start
-    env = {**environment(), "default_threads": default_threads, "blas_threads": blas_threads, "cpu_count": cpus(),
-           "load_average_start": load_start,
-           "load_average_end": load_average()}
+    env = {**environment(), **budget, "cpu_count": cpus(), "load_average_end": load_average()}
     timings = {"data_s": round(data_s, 3), "pixels_s": round(pixels_s, 3), **shallow.timings, **deep.timings}
     info = {**data.info, "pixel_dim": n_pix, "base_rate": round(base_rate, 6)}
     write_metrics_json(out / "metrics.json", rows, wall_time_s=round(wall, 2), cpu_time_s=round(cpu, 2),
@@ -238,7 +234,8 @@ def _run(out: Path, full: bool, seed: int, quick: bool, load_start: list[float] 
          f"Search: exact faiss binary index over {len(db)} {top_bits}-bit CSCE-Net codes, {len(q)} queries, "
          f"top-{search['k']}: {search['search_ms_per_query']:.3f} ms per query.",
          f"Wall time {wall:.1f}s, process CPU time {cpu:.1f}s, on {env['threads']} torch thread(s) "
-         f"(default {default_threads}) / {env['cpu_count']} CPUs; load average {load_start} at start, "
+         f"(default {env['default_threads']}) / {env['cpu_count']} CPUs; {env['busy_cores_start']} cores busy "
+         f"and load average {env['load_average_start']} at start, "
          f"{env['load_average_end']} at the end (torch {env['torch']}, cuda={env['cuda']})."],
         pictures,
     )
