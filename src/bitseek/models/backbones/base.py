@@ -1,0 +1,234 @@
+"""The backbone contract: feature maps at chosen depths (timm's ``out_indices`` / ``feature_info``).
+
+Every backbone numbers its feature points the same way: index 0 is the stem's output, indices 1-4 the
+outputs of stages 1-4 (``layer1`` .. ``layer4`` of a ResNet; ``stages[0..3]`` of GC ViT).
+``feature_info`` describes all of them (channels, reduction = stride w.r.t. the input, module name).
+``out_indices`` picks what ``forward`` returns; the default ``(3, 4)`` is the (stage-3, stage-4) pair
+CSCE-Net and DOLG read. ``forward_intermediates(x, indices, pre_act=...)`` is the general call: it
+stops after the deepest index asked for and, for indices in ``pre_act``, returns the last block's
+output *before* its final activation (CVNet's re-ranker reads stage 3 that way).
+
+Weights always come from a local file (:func:`read_state_dict`); nothing is downloaded.
+Use :func:`build_backbone` (``name``, optional ``weights`` path, ``out_indices``, backbone arguments).
+"""
+
+from __future__ import annotations
+
+import abc
+import difflib
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from bitseek.errors import ConfigError, FileFormatError
+from bitseek.train.checkpoint import load_state_into
+
+__all__ = [
+    "Backbone",
+    "FeatureInfo",
+    "FeaturePoint",
+    "build_backbone",
+    "list_backbones",
+    "load_backbone_weights",
+    "read_state_dict",
+    "register_backbone",
+]
+
+DEFAULT_OUT_INDICES = (3, 4)
+
+
+@dataclass(frozen=True)
+class FeaturePoint:
+    """One place a backbone can return a map from (timm's ``feature_info`` entry)."""
+
+    num_chs: int
+    reduction: int
+    module: str
+
+
+class FeatureInfo(tuple):
+    """The feature points of a backbone, indexed 0 (stem) .. 4 (stage 4)."""
+
+    def __new__(cls, points: Iterable[FeaturePoint]) -> "FeatureInfo":
+        return super().__new__(cls, tuple(points))
+
+    def channels(self, indices: Sequence[int] | None = None) -> tuple[int, ...]:
+        return tuple(self[i].num_chs for i in (range(len(self)) if indices is None else indices))
+
+    def reduction(self, indices: Sequence[int] | None = None) -> tuple[int, ...]:
+        return tuple(self[i].reduction for i in (range(len(self)) if indices is None else indices))
+
+    def module_name(self, indices: Sequence[int] | None = None) -> tuple[str, ...]:
+        return tuple(self[i].module for i in (range(len(self)) if indices is None else indices))
+
+
+class Backbone(nn.Module, metaclass=abc.ABCMeta):
+    """A network returning feature maps (NCHW) at ``out_indices``.
+
+    Subclasses set ``feature_info`` in ``__init__`` and implement ``forward_intermediates`` and
+    ``_spatial_sizes``. ``ignored_weight_prefixes`` are classifier keys a pretrained file may carry
+    but we do not use.
+    """
+
+    feature_info: FeatureInfo
+    ignored_weight_prefixes: tuple[str, ...] = ()
+    _out_indices: tuple[int, ...] = DEFAULT_OUT_INDICES
+
+    # ------------------------------------------------------------------ selection
+    def check_indices(self, indices: Iterable[int], what: str = "out_indices") -> tuple[int, ...]:
+        """Validated, order-preserving tuple of feature indices (duplicates are an error)."""
+        idx = tuple(int(i) for i in indices)
+        n = len(self.feature_info)
+        bad = [i for i in idx if not 0 <= i < n]
+        if not idx or bad or len(set(idx)) != len(idx):
+            raise ConfigError(f"backbone {type(self).__name__}: {what} must be distinct indices in 0..{n - 1} "
+                              f"(0 = stem, 1-4 = stages), got {list(idx)}")
+        return idx
+
+    @property
+    def out_indices(self) -> tuple[int, ...]:
+        return self._out_indices
+
+    @out_indices.setter
+    def out_indices(self, indices: Iterable[int]) -> None:
+        self._out_indices = self.check_indices(indices)
+
+    @property
+    def out_channels(self) -> tuple[int, ...]:
+        """Channel counts of the maps ``forward`` returns."""
+        return self.feature_info.channels(self.out_indices)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        """The maps at ``out_indices`` (by default ``(stage3, stage4)``)."""
+        return tuple(self.forward_intermediates(x, self.out_indices))
+
+    @abc.abstractmethod
+    def forward_intermediates(self, x: Tensor, indices: Sequence[int] | None = None, *,
+                              pre_act: Sequence[int] = ()) -> list[Tensor]:
+        """Maps at ``indices`` (default ``out_indices``), in that order; computation stops after the
+        deepest one. For indices listed in ``pre_act`` the map is taken before the final activation
+        of that stage's last block."""
+
+    @abc.abstractmethod
+    def _spatial_sizes(self, hw: tuple[int, int]) -> list[tuple[int, int]]:
+        """Spatial size of every feature point for an input of size ``hw``."""
+
+    def feature_sizes(self, image_size: int | Sequence[int],
+                      indices: Sequence[int] | None = None) -> tuple[tuple[int, int], ...]:
+        """Spatial sizes of the maps at ``indices`` (default ``out_indices``) for ``image_size``."""
+        sizes = self._spatial_sizes(_pair(image_size))
+        return tuple(sizes[i] for i in (self.out_indices if indices is None else self.check_indices(indices, "indices")))
+
+    def load_pretrained(self, path: str | Path) -> None:
+        """Load weights in this backbone's own (torchvision/timm) naming from a local file."""
+        load_backbone_weights(self, path, ignore_prefixes=self.ignored_weight_prefixes)
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    if len(size) != 2:
+        raise ConfigError(f"image size must be an int or (height, width), got {size!r}")
+    return (int(size[0]), int(size[1]))
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a flat name -> tensor mapping from ``.safetensors`` or ``.pth``/``.pt``/``.bin``.
+
+    ``.pth`` files are read with ``torch.load(weights_only=True)`` (no arbitrary unpickling). A file
+    holding ``{"state_dict": {...}}`` or ``{"model": {...}}`` is unwrapped, and a ``module.`` prefix
+    that every key carries (DataParallel checkpoints) is stripped.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileFormatError(f"{p}: weights file does not exist")
+    suffix = p.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            sd: Any = load_file(str(p), device="cpu")
+        except Exception as e:  # safetensors raises its own error types for damaged headers
+            raise FileFormatError(f"{p}: not a valid safetensors file ({e})") from None
+    elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        try:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle errors, truncated zip archives, non-tensor objects
+            raise FileFormatError(f"{p}: cannot read as a PyTorch weights file ({e})") from None
+    else:
+        raise FileFormatError(f"{p}: unsupported weights format {suffix!r} (use .safetensors or .pth)")
+    for wrapper in ("state_dict", "model"):
+        if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
+            sd = sd[wrapper]
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise FileFormatError(f"{p}: expected a mapping of parameter names to tensors")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def load_backbone_weights(module: nn.Module, path: str | Path, ignore_prefixes: Iterable[str] = ()) -> None:
+    """Strictly load ``path`` into ``module``; list missing/unexpected/mis-shaped keys on failure.
+
+    Keys under ``ignore_prefixes`` (the ImageNet classifier) are dropped. ``num_batches_tracked``
+    buffers may be absent (torchvision's original ResNet files predate them).
+    """
+    sd = read_state_dict(path)
+    prefixes = tuple(ignore_prefixes)
+    sd = {k: v for k, v in sd.items() if not (prefixes and k.startswith(prefixes))}
+    load_state_into(module, sd, str(path), optional_suffixes=("num_batches_tracked",), cast=True)
+
+
+# --------------------------------------------------------------------------- registry
+
+_BACKBONES: dict[str, Callable[..., Backbone]] = {}
+
+
+def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    def deco(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        if name in _BACKBONES and _BACKBONES[name] is not fn:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        _BACKBONES[name] = fn
+        return fn
+
+    return deco
+
+
+def list_backbones() -> list[str]:
+    return sorted(_BACKBONES)
+
+
+def build_backbone(name: str, weights: str | Path | None = None, *, image_size: int | None = None,
+                   out_indices: Sequence[int] | None = None, **kwargs: Any) -> Backbone:
+    """Build a registered backbone, optionally loading local pretrained ``weights``.
+
+    ``image_size`` is passed only to backbones with a fixed input size (GC ViT); fully
+    convolutional ResNets accept any size. ``out_indices`` selects what ``forward`` returns
+    (default ``(3, 4)``). Unknown keyword arguments are a ConfigError.
+    """
+    if name not in _BACKBONES:
+        near = difflib.get_close_matches(name, list(_BACKBONES), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"unknown backbone {name!r}{hint} (known: {', '.join(list_backbones())})")
+    factory = _BACKBONES[name]
+    params = inspect.signature(factory).parameters
+    bad = sorted(k for k in kwargs if k not in params)
+    if bad:
+        valid = [k for k in params if k != "image_size"] + ["out_indices"]
+        raise ConfigError(f"backbone {name!r}: unknown argument(s) {bad} (valid: {', '.join(valid)})")
+    if image_size is not None and "image_size" in params:
+        kwargs["image_size"] = image_size
+    net = factory(**kwargs)
+    if out_indices is not None:
+        net.out_indices = out_indices
+    if weights:
+        net.load_pretrained(weights)
+    return net
