@@ -67,8 +67,8 @@ def test_index_and_search_commands(tmp_path):
     from bitseek.codes import CodeSet, hamming
 
     rng = np.random.default_rng(1)
-    db = CodeSet.from_signed(rng.standard_normal((300, 32)), ids=np.arange(1000, 1300))
-    q = CodeSet.from_signed(rng.standard_normal((4, 32)))
+    db = CodeSet.from_signed(np.sign(rng.standard_normal((300, 32))), ids=np.arange(1000, 1300))
+    q = CodeSet.from_signed(np.sign(rng.standard_normal((4, 32))))
     db.save(tmp_path / "db.codes")
     q.save(tmp_path / "q.codes")
     assert main(["index", "--codes", str(tmp_path / "db.codes"), "--spec", "flat", "--out", str(tmp_path / "db.index")]) == 0

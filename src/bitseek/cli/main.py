@@ -103,12 +103,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _read_codes(path: str) -> np.ndarray:
-    """Codes from a CodeSet file (packed) or a .npy array (±1/0 floats or packed uint8)."""
+    """Codes from a CodeSet file (packed, or ±1/0 when it keeps ternary zeros) or a .npy array."""
     from bitseek.codes import CodeSet
 
     if path.endswith(".npy"):
         return np.load(path, allow_pickle=False)
-    return CodeSet.load(path).codes
+    return CodeSet.load(path).for_eval()
 
 
 def _read_labels(path: str, key: str | None) -> np.ndarray:

@@ -17,37 +17,16 @@ from typing import Any, Literal
 
 import numpy as np
 
+from bitseek._array import as_numpy
+from bitseek.codes.bits import code_bits, popcount, to_signed, words
 from bitseek.errors import InputError
 
 __all__ = ["Codes", "Labels", "prepare_codes", "prepare_labels", "check_ks", "as_array"]
 
 
 def as_array(x: Any, name: str) -> np.ndarray:
-    """numpy view of arrays, torch tensors (any device) and sequences."""
-    if x is None:
-        raise InputError(f"{name}: missing (got None)")
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    try:
-        return np.asarray(x)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"{name}: cannot be read as an array ({e})") from None
-
-
-def _words(packed: np.ndarray) -> np.ndarray:
-    """uint8 rows -> uint64 words (zero-padded to 8-byte multiples), for fast popcount."""
-    n, nbytes = packed.shape
-    pad = (-nbytes) % 8
-    if pad:
-        packed = np.concatenate([packed, np.zeros((n, pad), dtype=np.uint8)], axis=1)
-    return np.ascontiguousarray(packed).view(np.uint64)
-
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x)
-    lut = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1).astype(np.uint8)
-    return lut[x.view(np.uint8)].reshape(*x.shape, 8).sum(-1, dtype=np.uint8)
+    """numpy view of arrays, torch tensors (any device) and sequences; None is refused by name."""
+    return as_numpy(x, name)
 
 
 # --------------------------------------------------------------------------- codes
@@ -97,7 +76,7 @@ class Codes:
             q = self.query[rows]
             acc = np.zeros((q.shape[0], self.n_db), dtype=np.int32)
             for w in range(q.shape[1]):
-                acc += _popcount(np.bitwise_xor(q[:, w, None], self.db[None, :, w]))
+                acc += popcount(np.bitwise_xor(q[:, w, None], self.db[None, :, w]))
             return acc
         dot = self.query[rows] @ self.db.T
         np.subtract(np.float32(self.bits), dot, out=dot)
@@ -114,33 +93,6 @@ class Codes:
         np.subtract(dot.dtype.type(self.bits), dot, out=dot)
         dot *= dot.dtype.type(0.5)
         return dot
-
-
-def _signed(a: np.ndarray, name: str) -> np.ndarray:
-    """Any accepted code form -> float32 {-1, 0, +1}; real values are refused, not binarised."""
-    if a.dtype == np.uint8:
-        return np.unpackbits(a, axis=1).astype(np.float32) * 2.0 - 1.0
-    if a.dtype == np.bool_:
-        return a.astype(np.float32) * 2.0 - 1.0
-    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.signedinteger)):
-        raise InputError(
-            f"{name}: codes must be ±1/0 numbers (float or signed int), booleans or packed uint8, "
-            f"got dtype {a.dtype}"
-        )
-    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
-        raise InputError(f"{name}: codes contain NaN or inf")
-    ok = (a == 0) | (a == 1) | (a == -1)
-    if not ok.all():
-        bad = a[~ok].flat[0]
-        raise InputError(
-            f"{name}: code values must be -1, 0 or +1, found {bad!r}; binarise real-valued outputs "
-            "first (bitseek.codes.sign)"
-        )
-    return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def _code_bits(a: np.ndarray) -> int:
-    return a.shape[1] * 8 if a.dtype == np.uint8 else a.shape[1]
 
 
 def _check_code_matrix(a: np.ndarray, name: str) -> None:
@@ -160,15 +112,15 @@ def prepare_codes(query_codes: Any, db_codes: Any | None) -> Codes:
     d = q if same else as_array(db_codes, "db_codes")
     if not same:
         _check_code_matrix(d, "db_codes")
-        qb, db = _code_bits(q), _code_bits(d)
+        qb, db = code_bits(q), code_bits(d)
         if qb != db:
             raise InputError(f"query_codes have {qb} bits but db_codes have {db} bits")
     if q.dtype == np.uint8 and d.dtype == np.uint8:
-        qw = _words(q)
-        dw = qw if same else _words(d)
-        return Codes(qw, dw, _code_bits(q), packed=True, ternary=False, same=same)
-    qs = _signed(q, "query_codes")
-    ds = qs if same else _signed(d, "db_codes")
+        qw = words(q)
+        dw = qw if same else words(d)
+        return Codes(qw, dw, code_bits(q), packed=True, ternary=False, same=same)
+    qs = to_signed(q, "query_codes")
+    ds = qs if same else to_signed(d, "db_codes")
     if qs.shape[1] > 2**23:
         raise InputError(f"codes have {qs.shape[1]} bits; at most 2**23 are supported")
     ternary = bool((qs == 0).any() or (not same and (ds == 0).any()))
@@ -242,7 +194,7 @@ def _label_form(a: np.ndarray, name: str) -> Literal["multi", "class"]:
 
 
 def _label_words(a: np.ndarray) -> np.ndarray:
-    return _words(np.packbits(a != 0, axis=1))
+    return words(np.packbits(a != 0, axis=1))
 
 
 def prepare_labels(query_labels: Any, db_labels: Any | None, codes: Codes) -> Labels:

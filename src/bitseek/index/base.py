@@ -29,6 +29,8 @@ from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 
+from bitseek._array import as_ids as _as_ids
+from bitseek._array import as_numpy
 from bitseek.errors import BitseekError, ConfigError, FileFormatError, InputError
 from bitseek.index.idmap import IdMap
 from bitseek.index.persist import read_index_file, write_index_file
@@ -86,28 +88,12 @@ class RangeResult:
         return np.diff(self.lims)
 
 
-def to_numpy(x: Any) -> np.ndarray:
-    """numpy arrays, torch tensors (any device) and sequences, as numpy."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
+to_numpy = as_numpy  # the one coercion (bitseek._array)
 
 
 def as_ids(ids: Any, n: int | None = None, name: str = "ids") -> np.ndarray:
     """Validate ids: integers, 1-D (a scalar is one id), non-negative; returned as int64."""
-    a = np.atleast_1d(to_numpy(ids))
-    if a.ndim != 1:
-        raise InputError(f"{name}: must be 1-D, got shape {a.shape}")
-    if a.size and a.dtype.kind not in "iu":
-        raise InputError(f"{name}: must be integers, got dtype {a.dtype}")
-    if a.dtype.kind == "u" and a.size and int(a.max()) > np.iinfo(np.int64).max:
-        raise InputError(f"{name}: values above int64 max")
-    a = a.astype(np.int64, copy=False)
-    if a.size and int(a.min()) < 0:
-        raise InputError(f"{name}: ids must be >= 0 (-1 means 'no result'), got {int(a.min())}")
-    if n is not None and a.shape[0] != n:
-        raise InputError(f"{name}: {a.shape[0]} ids for {n} codes")
-    return a
+    return _as_ids(ids, n, name, what="codes")
 
 
 def _check_k(k: Any) -> int:

@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bitseek.codes import CodeSet, as_signed, hamming, pack, sign, to_bits, unpack
-from bitseek.errors import FileFormatError, InputError
+from bitseek.codes import as_signed, binarize, hamming, pack, popcount, sign, to_bits, to_signed, unpack, words, zero_mask
+from bitseek.errors import InputError
 
 
 def test_pack_bit_order_is_numpy_packbits_msb_first():
@@ -53,36 +53,38 @@ def test_bad_inputs():
         to_bits(np.ones(8))
 
 
-def test_codeset_roundtrip_and_corruption(tmp_path):
-    rng = np.random.default_rng(0)
-    cs = CodeSet.from_signed(rng.standard_normal((50, 32)), ids=np.arange(100, 150),
-                             meta={"path": [f"v{i}.mp4" for i in range(50)]}, attrs={"model": "conmh"})
-    path = tmp_path / "codes.bsc"
-    cs.save(path)
-    back = CodeSet.load(path)
-    np.testing.assert_array_equal(back.codes, cs.codes)
-    np.testing.assert_array_equal(back.ids, cs.ids)
-    assert back.meta == cs.meta and back.attrs == {"model": "conmh"} and back.bits == 32
-    raw = bytearray(path.read_bytes())
-    raw[-3] ^= 0xFF
-    bad = tmp_path / "bad.bsc"
-    bad.write_bytes(bytes(raw))
-    with pytest.raises(FileFormatError, match="checksum"):
-        CodeSet.load(bad)
-    bad.write_bytes(path.read_bytes()[:-5])
-    with pytest.raises(FileFormatError, match="truncated"):
-        CodeSet.load(bad)
-    bad.write_bytes(b"hello world, not codes")
-    with pytest.raises(FileFormatError, match="magic"):
-        CodeSet.load(bad)
-    with pytest.raises(FileFormatError, match="no such"):
-        CodeSet.load(tmp_path / "missing.bsc")
+def test_binarize_and_to_signed_have_opposite_jobs_with_explicit_names():
+    real = np.array([[0.3, -2.0, 0.0, 1.0] * 2])
+    # binarize: real values -> their sign (zeros kept under the default rule)
+    assert binarize(real).tolist() == [[1, -1, 0, 1] * 2]
+    assert sign is binarize
+    # to_signed: codes only; real values are refused, naming the fix
+    with pytest.raises(InputError, match="binarise real-valued outputs first"):
+        to_signed(real)
+    assert to_signed(np.array([[1, -1, 0, 1] * 2], np.int8)).dtype == np.float32
+    assert to_signed(pack(np.ones((1, 8)))).tolist() == [[1.0] * 8]
+    # the old name no longer binarises silently (it used to turn 0.3 into +1)
+    with pytest.raises(InputError, match="must be -1, 0 or \\+1"):
+        as_signed(real)
 
 
-def test_codeset_validation():
-    with pytest.raises(InputError, match="unique"):
-        CodeSet(np.zeros((2, 1), np.uint8), np.array([1, 1]), 8)
-    with pytest.raises(InputError, match="ids"):
-        CodeSet(np.zeros((2, 1), np.uint8), np.array([1]), 8)
-    with pytest.raises(InputError, match="meta column"):
-        CodeSet(np.zeros((2, 1), np.uint8), np.array([1, 2]), 8, meta={"a": [1]})
+def test_evaluator_uses_the_one_copy_of_the_bit_helpers():
+    import bitseek.eval.inputs as inputs
+
+    assert inputs.to_signed is to_signed and inputs.popcount is popcount and inputs.words is words
+    assert not hasattr(inputs, "_signed") and not hasattr(inputs, "_popcount")
+
+
+def test_popcount_and_words_match_a_bit_count():
+    rng = np.random.default_rng(3)
+    p = rng.integers(0, 256, size=(7, 12), dtype=np.uint8)
+    w = words(p)
+    assert w.dtype == np.uint64 and w.shape == (7, 2)
+    np.testing.assert_array_equal(popcount(w).sum(1), np.unpackbits(p, axis=1).sum(1))
+
+
+def test_unpack_restores_exact_zeros_from_the_mask():
+    x = np.array([[1, 0, -1, 0, 1, 1, -1, 0]], np.float32)
+    z = zero_mask(x)
+    assert z is not None and zero_mask(np.sign(x + 0.5)) is None
+    np.testing.assert_array_equal(unpack(pack(x), zeros=z), x)
