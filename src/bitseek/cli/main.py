@@ -192,11 +192,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from bitseek.registry import DATASETS, MODELS
+    if args.what == "configs":
+        from bitseek.config.experiment import packaged_configs
 
-    reg = MODELS if args.what == "models" else DATASETS
-    for name in reg.names():
-        print(name)
+        root = packaged_configs()
+        for path in sorted(root.rglob("[!_]*.yaml")):
+            print(path.relative_to(root).with_suffix("").as_posix())
+        return 0
+    from bitseek.registry import REGISTRIES
+
+    for entry in REGISTRIES[args.what].entries():
+        print(f"{entry.name:<20} {entry.summary}".rstrip() if args.verbose else entry.name)
     return 0
 
 
@@ -289,8 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--src", required=True, help="the authors' .pth file")
     sp.add_argument("--out", required=True, help="checkpoint folder to write")
 
-    sp = add("list", cmd_list, "list registered models or datasets")
-    sp.add_argument("what", choices=["models", "datasets"])
+    sp = add("list", cmd_list, "list registered models, datasets, backbones, converters, index engines, "
+                               "re-rankers, or the packaged configs")
+    sp.add_argument("what", choices=["models", "datasets", "backbones", "converters", "engines", "rerankers",
+                                     "configs"])
+    sp.add_argument("-v", "--verbose", action="store_true", help="one line of description per entry")
     return p
 
 

@@ -21,6 +21,7 @@ so its released checkpoints import with :func:`bitseek.models.convert.load_offic
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +34,8 @@ from bitseek.models.layers.binarize import binarize_ste
 from bitseek.models.layers.position import sinusoid_table
 from bitseek.models.layers.transformer import Block, xavier_init_
 from bitseek.models.masking import FrameMask, complementary_masks, gather_frames, num_visible
-from bitseek.registry import register_model
+from bitseek.models.convert import rename_by_prefix
+from bitseek.registry import CONVERTERS, register_model
 
 # Official ``transformer_type`` presets: encoder (depth, heads); the decoder is always 2 x 192 x 3.
 PRESETS: dict[str, tuple[int, int]] = {"small": (12, 6), "base": (12, 12), "large": (24, 16), "mini": (1, 1)}
@@ -243,3 +245,29 @@ class ConMH(HashModel):
 @register_model("conmh", ConMHConfig)
 def build_conmh(cfg: ConMHConfig) -> ConMH:
     return ConMH(cfg)
+
+
+# --------------------------------------------------------------------------- released checkpoints
+
+# Official names (huangmozhi9527/ConMH, model/conmh.py, class Transformer) -> ours.
+# Prefix rules, first match wins; the block internals (norm1, attn.qkv, attn.q_bias, attn.v_bias,
+# attn.proj, norm2, mlp.fc1, mlp.fc2) have the same names on both sides.
+CONMH_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("encoder.patch_embed.", "embed."),
+    ("encoder.blocks.", "encoder_blocks."),
+    ("encoder.norm.", "encoder_norm."),
+    ("encoder.head.", "encoder_head."),
+    ("binary.", "hash_fc."),
+    ("ln.", "hash_norm."),
+    ("encoder_to_decoder.", "decoder_embed."),
+    ("decoder.blocks.", "decoder_blocks."),
+    ("decoder.norm.", "decoder_norm."),
+    ("decoder.head.", "decoder_pred."),
+)
+CONMH_EXACT: dict[str, str] = {"mask_token": "mask_token"}
+
+
+@CONVERTERS.register("conmh")
+def convert_conmh(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Official ConMH state dict -> :class:`ConMH` state dict (every key renamed or an error)."""
+    return rename_by_prefix(state_dict, CONMH_PREFIXES, CONMH_EXACT, "ConMH")

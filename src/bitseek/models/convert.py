@@ -1,8 +1,9 @@
 """Import of the authors' released checkpoints: their parameter names -> ours.
 
-Each method registers a converter (``name -> function(state_dict) -> state_dict``) under its model
-registry name; :func:`load_official` reads a ``.pth`` file *without* unpickling arbitrary objects
-(``torch.load(..., weights_only=True)``), unwraps the usual wrappers and loads the converted
+Each model file registers its converter (``state_dict -> state_dict``, timm's
+``checkpoint_filter_fn``) in :data:`bitseek.registry.CONVERTERS` under its model name, beside the
+model it converts to. :func:`load_official` reads a ``.pth`` file *without* unpickling arbitrary
+objects (``torch.load(..., weights_only=True)``), unwraps the usual wrappers and loads the converted
 weights strictly into a freshly built model.
 """
 
@@ -17,11 +18,10 @@ import torch
 from torch import Tensor
 
 from bitseek.errors import FileFormatError, InputError
+from bitseek.registry import CONVERTERS, MODELS
 
 StateDict = dict[str, Tensor]
 Converter = Callable[[Mapping[str, Tensor]], StateDict]
-
-CONVERTERS: dict[str, Converter] = {}
 
 # Keys under which training scripts commonly nest the weights in a checkpoint dict.
 _WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "berthash")  # berthash: WSCH's train.py
@@ -29,14 +29,7 @@ _WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "berthash")  # berth
 
 def register_converter(name: str) -> Callable[[Converter], Converter]:
     """Register ``fn`` as the converter of official checkpoints for model ``name``."""
-
-    def deco(fn: Converter) -> Converter:
-        if name in CONVERTERS and CONVERTERS[name] is not fn:
-            raise ValueError(f"converter {name!r} is registered twice")
-        CONVERTERS[name] = fn
-        return fn
-
-    return deco
+    return CONVERTERS.register(name)
 
 
 def unwrap_checkpoint(obj: Any, where: str = "checkpoint") -> StateDict:
@@ -66,10 +59,10 @@ def unwrap_checkpoint(obj: Any, where: str = "checkpoint") -> StateDict:
 
 def convert_state_dict(name: str, state_dict: Mapping[str, Tensor]) -> StateDict:
     """Map an official state dict of model ``name`` onto bitseek's parameter names."""
-    _ensure_builtin()
     if name not in CONVERTERS:
-        raise InputError(f"no converter for model {name!r} (known: {', '.join(sorted(CONVERTERS)) or 'none'})")
-    return CONVERTERS[name](unwrap_checkpoint(dict(state_dict)))
+        raise InputError(f"no converter for model {name!r} (known: {', '.join(CONVERTERS.names()) or 'none'}); "
+                         "only models with a released checkpoint layout have one")
+    return CONVERTERS.get(name).factory(unwrap_checkpoint(dict(state_dict)))
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> StateDict:
@@ -90,13 +83,11 @@ def load_official(path: str | os.PathLike[str], cfg: Any) -> torch.nn.Module:
     Every parameter must be present with the right shape and nothing may be left over; a mismatch
     (e.g. a 32-bit checkpoint with a 64-bit config) raises FileFormatError naming the tensor.
     """
-    from bitseek.registry import create_model
-
     name = getattr(cfg, "name", None)
     if name is None:
         raise InputError(f"load_official: config {type(cfg).__name__} has no 'name'")
     converted = convert_state_dict(name, read_checkpoint(path))
-    model = create_model(cfg)
+    model = MODELS.create(cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(converted))
     unexpected = sorted(set(converted) - set(expected))
@@ -108,26 +99,6 @@ def load_official(path: str | os.PathLike[str], cfg: Any) -> torch.nn.Module:
                                   f"expects {tuple(tensor.shape)} (check bits / feature_dim / sizes)")
     model.load_state_dict(converted, strict=True)
     return model
-
-
-# --------------------------------------------------------------------------- ConMH
-
-# Official names (huangmozhi9527/ConMH, model/conmh.py, class Transformer) -> ours (bitseek.models.conmh).
-# Prefix rules, first match wins; the block internals (norm1, attn.qkv, attn.q_bias, attn.v_bias,
-# attn.proj, norm2, mlp.fc1, mlp.fc2) have the same names on both sides.
-CONMH_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("encoder.patch_embed.", "embed."),
-    ("encoder.blocks.", "encoder_blocks."),
-    ("encoder.norm.", "encoder_norm."),
-    ("encoder.head.", "encoder_head."),
-    ("binary.", "hash_fc."),
-    ("ln.", "hash_norm."),
-    ("encoder_to_decoder.", "decoder_embed."),
-    ("decoder.blocks.", "decoder_blocks."),
-    ("decoder.norm.", "decoder_norm."),
-    ("decoder.head.", "decoder_pred."),
-)
-CONMH_EXACT: dict[str, str] = {"mask_token": "mask_token"}
 
 
 def rename_by_prefix(state_dict: Mapping[str, Tensor], prefixes: tuple[tuple[str, str], ...],
@@ -144,27 +115,3 @@ def rename_by_prefix(state_dict: Mapping[str, Tensor], prefixes: tuple[tuple[str
                                       f"official {model} model; learnable positions or another model?)")
         out[new] = value
     return out
-
-
-@register_converter("conmh")
-def convert_conmh(state_dict: Mapping[str, Tensor]) -> StateDict:
-    """Official ConMH state dict -> :class:`bitseek.models.conmh.ConMH` state dict."""
-    return rename_by_prefix(state_dict, CONMH_PREFIXES, CONMH_EXACT, "ConMH")
-
-
-def _ensure_builtin() -> None:
-    """Importing the model registry's built-ins lets other models' modules register converters too."""
-    from bitseek.registry import MODELS
-
-    MODELS.names()
-
-
-# --------------------------------------------------------------------------- WSCH
-
-
-@register_converter("wsch")
-def convert_wsch(state_dict: Mapping[str, Tensor]) -> StateDict:
-    """Official WSCH state dict (anon271/WSCH ``model.py``) -> :class:`bitseek.models.wsch.WSCH` state dict."""
-    from bitseek.models.wsch import convert_official
-
-    return convert_official(state_dict, "WSCH checkpoint")

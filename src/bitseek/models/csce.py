@@ -39,7 +39,7 @@ from bitseek.models.backbones import Backbone, build_backbone
 from bitseek.models.base import HashModel
 from bitseek.models.hash_centers import make_hash_centers
 from bitseek.models.layers.attention2d import MultiAtrous, SpatialAttention2d
-from bitseek.registry import register_model
+from bitseek.registry import CONVERTERS, register_model
 
 __all__ = [
     "CSCEConfig",
@@ -294,6 +294,7 @@ _REFERENCE_RENAMES = (
 _BACKBONE_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
 
 
+@CONVERTERS.register("csce")
 def convert_reference_state_dict(sd: dict[str, Any]) -> dict[str, Any]:
     """Map a released ``ResNet_DOLG`` state dict onto :class:`CSCENet` names.
 

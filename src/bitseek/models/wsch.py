@@ -43,7 +43,7 @@ from bitseek.models.layers.binarize import binarize_ste
 from bitseek.models.layers.ssd import Mamba2Block
 from bitseek.models.layers.transformer import Attention
 from bitseek.models.masking import FrameMask, complementary_masks, gather_frames, num_visible
-from bitseek.registry import register_model
+from bitseek.registry import CONVERTERS, register_model
 
 __all__ = ["WSCHConfig", "WSCH", "build_wsch", "cosine_reconstruction", "PHASES", "convert_official",
            "config_from_official"]
@@ -464,3 +464,9 @@ def convert_official(state: Mapping[str, Any], source: str = "WSCH checkpoint") 
     centres = out["cluster_centers"]
     out["cluster_count"] = torch.tensor(centres.shape[0] if bool(centres.abs().sum() > 0) else 0, dtype=torch.int64)
     return out
+
+
+@CONVERTERS.register("wsch")
+def convert_wsch(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Official WSCH state dict (anon271/WSCH ``model.py``) -> :class:`WSCH` state dict."""
+    return convert_official(state_dict, "WSCH checkpoint")

@@ -15,7 +15,6 @@ Use :func:`build_backbone` (``name``, optional ``weights`` path, ``out_indices``
 from __future__ import annotations
 
 import abc
-import difflib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from bitseek.errors import ConfigError, FileFormatError
+from bitseek.registry import BACKBONES
 from bitseek.train.checkpoint import load_state_into
 
 __all__ = [
@@ -189,21 +189,13 @@ def load_backbone_weights(module: nn.Module, path: str | Path, ignore_prefixes: 
 
 # --------------------------------------------------------------------------- registry
 
-_BACKBONES: dict[str, Callable[..., Backbone]] = {}
-
-
 def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    def deco(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        if name in _BACKBONES and _BACKBONES[name] is not fn:
-            raise ValueError(f"backbone {name!r} is registered twice")
-        _BACKBONES[name] = fn
-        return fn
-
-    return deco
+    """Register a backbone factory (keyword arguments -> Backbone) in :data:`bitseek.registry.BACKBONES`."""
+    return BACKBONES.register(name)
 
 
 def list_backbones() -> list[str]:
-    return sorted(_BACKBONES)
+    return BACKBONES.names()
 
 
 def build_backbone(name: str, weights: str | Path | None = None, *, image_size: int | None = None,
@@ -214,11 +206,7 @@ def build_backbone(name: str, weights: str | Path | None = None, *, image_size: 
     convolutional ResNets accept any size. ``out_indices`` selects what ``forward`` returns
     (default ``(3, 4)``). Unknown keyword arguments are a ConfigError.
     """
-    if name not in _BACKBONES:
-        near = difflib.get_close_matches(name, list(_BACKBONES), n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise ConfigError(f"unknown backbone {name!r}{hint} (known: {', '.join(list_backbones())})")
-    factory = _BACKBONES[name]
+    factory = BACKBONES.get(name).factory
     params = inspect.signature(factory).parameters
     bad = sorted(k for k in kwargs if k not in params)
     if bad:
