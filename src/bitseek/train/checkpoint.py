@@ -1,117 +1,83 @@
-"""Checkpoints: ``safetensors`` tensors + JSON, never pickle.
+"""Checkpoints: ``safetensors`` tensors + JSON, never pickle, every tensor file checksummed.
 
 Layout of a run folder::
 
+    out_dir/config.yaml                    the settings the run was trained with
     out_dir/checkpoints/epoch-0005/{model.safetensors, config.json, trainer.safetensors, trainer.json}
-    out_dir/checkpoints/last.json         -> {"name": "epoch-0005", "epoch": 5}
+    out_dir/checkpoints/last.json          -> {"name": "epoch-0005", "epoch": 5}
 
 A checkpoint folder is complete before ``last.json`` is atomically switched to it, so a crash at any
-moment leaves the previous checkpoint usable. ``save_model``/``load_model`` handle the portable part
-(weights + model config) used for release, import and inference.
+moment leaves the previous checkpoint usable. ``config.json`` carries the SHA-256 of
+``model.safetensors`` and ``trainer.json`` that of ``trainer.safetensors``; a checkpoint whose bytes
+do not match is treated as corrupt. On resume a corrupt or missing last checkpoint is not fatal: the
+newest valid one is used and the fallback is reported, because silently restarting at epoch 0 (or
+refusing while a good checkpoint sits on disk) loses work.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
 import os
 import random
+import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+import yaml
 
 import bitseek
-from bitseek.atomic import atomic_write_bytes, atomic_write_text
-from bitseek.errors import FileFormatError
+from bitseek.atomic import atomic_write_text, sweep_stale_temporaries
+from bitseek.errors import ConfigError, FileFormatError
+from bitseek.weights import (
+    load_state_into,
+    read_model_config,
+    read_model_weights,
+    read_safetensors,
+    save_model,
+    write_safetensors,
+)
 
-FORMAT_VERSION = 1
+__all__ = [
+    "TrainingState",
+    "apply_training_state",
+    "check_run_folder",
+    "describe_model_folder",
+    "find_resume_state",
+    "last_checkpoint",
+    "list_checkpoints",
+    "load_model",
+    "load_state_into",
+    "next_free_run_dir",
+    "read_model_config",
+    "read_training_state",
+    "save_model",
+    "save_training_state",
+]
 
+log = logging.getLogger(__name__)
 
-def _tensors_for_save(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors refuses shared storage and non-contiguous views: store independent copies.
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
-
-
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    atomic_write_bytes(path, st_save(_tensors_for_save(tensors), metadata=metadata))
-
-
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not path.exists():
-        raise FileFormatError(f"{path}: missing checkpoint file")
-    try:
-        return st_load(path.read_bytes())
-    except Exception as e:  # safetensors raises its own error types for damaged headers
-        raise FileFormatError(f"{path}: not a valid safetensors file ({e})") from None
-
-
-def _model_config_dict(model_cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else dict(model_cfg)
-
-
-def save_model(directory: str | os.PathLike[str], model: torch.nn.Module, model_cfg: Any,
-               extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (model name, bits, all hyper-parameters)."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    cfg = _model_config_dict(model_cfg)
-    write_tensors(d / "model.safetensors", model.state_dict(), {"format": "bitseek", "model": str(cfg.get("name"))})
-    meta = {"format_version": FORMAT_VERSION, "bitseek_version": bitseek.__version__, "model": cfg, **(extra or {})}
-    atomic_write_text(d / "config.json", json.dumps(meta, indent=2, sort_keys=True))
-    return d
+TRAINER_FORMAT_VERSION = 2
+_EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
 
 
-def read_model_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    p = Path(directory) / "config.json"
-    if not p.exists():
-        raise FileFormatError(f"{p}: missing model config (is {directory} a bitseek checkpoint?)")
-    try:
-        meta = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise FileFormatError(f"{p}: corrupt JSON ({e})") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise FileFormatError(f"{p}: unsupported checkpoint format {meta.get('format_version')!r}")
-    return meta
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Atomically write a safetensors file; returns its SHA-256."""
+    return write_safetensors(path, tensors, metadata)
 
 
-def _fmt_keys(keys: list[str], limit: int = 12) -> str:
-    more = f" … (+{len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
-def load_state_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str,
-                    optional_suffixes: tuple[str, ...] = (), cast: bool = False) -> None:
-    """Strict load with an error that lists what is missing, unexpected or mis-shaped.
-
-    Keys ending in ``optional_suffixes`` may be absent from ``sd`` (e.g. BatchNorm's
-    ``num_batches_tracked`` in older torchvision files); ``cast`` converts tensors to the model's dtypes.
-    """
-    own = model.state_dict()
-    missing = sorted(k for k in set(own) - set(sd) if not (optional_suffixes and k.endswith(optional_suffixes)))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = [f"{k} (file {tuple(sd[k].shape)}, model {tuple(own[k].shape)})"
-              for k in sorted(set(sd) & set(own)) if sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_fmt_keys(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_fmt_keys(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches: {_fmt_keys(shapes, 5)}")
-        raise FileFormatError(f"{source}: weights do not fit {type(model).__name__} — " + "; ".join(parts))
-    if cast:
-        sd = {k: v.to(dtype=own[k].dtype) for k, v in sd.items()}
-    model.load_state_dict(sd, strict=not optional_suffixes)
+def read_tensors(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    return read_safetensors(path, sha256=sha256)
 
 
 def load_model(directory: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild a registered model from a checkpoint folder (config.json + model.safetensors)."""
+    """Rebuild a registered model from a model folder (config.json + checksum-verified model.safetensors)."""
+    from bitseek.config import from_dict
     from bitseek.registry import MODELS
 
     d = Path(directory)
@@ -120,13 +86,26 @@ def load_model(directory: str | os.PathLike[str], map_location: str | torch.devi
     if mcfg.get("weights"):  # pretrained-backbone path: the checkpoint already holds every weight
         mcfg["weights"] = ""
     entry = MODELS.get(str(mcfg.get("name")))
-    from bitseek.config import from_dict
-
     cfg = from_dict(entry.config_cls, mcfg, f"{d / 'config.json'}:model")
     model = entry.factory(cfg)
-    sd = read_tensors(d / "model.safetensors")
-    load_state_into(model, sd, str(d / "model.safetensors"))
+    load_state_into(model, read_model_weights(d, meta), str(d / "model.safetensors"))
     return model.to(map_location)
+
+
+def describe_model_folder(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a metrics file should record about the weights it scored (path, epoch, checksum, versions)."""
+    d = Path(directory)
+    meta = read_model_config(d)
+    return {
+        "path": str(d.resolve()),
+        "epoch": meta.get("epoch"),
+        "weights_sha256": meta.get("weights_sha256"),
+        "model": meta["model"].get("name"),
+        "written_by_bitseek": meta.get("bitseek_version"),
+        "written_by_torch": meta.get("torch_version"),
+        "bitseek_version": bitseek.__version__,
+        "torch_version": torch.__version__,
+    }
 
 
 # --------------------------------------------------------------------------- trainer state
@@ -147,7 +126,7 @@ def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     return tensors, plain
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+def _unflatten_optimizer(tensors: Mapping[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {int(pid): dict(v) for pid, v in plain["state"].items()}
     for key, t in tensors.items():
         if key.startswith("optim."):
@@ -162,14 +141,15 @@ def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
     npst = np.random.get_state()
+    pyst = random.getstate()
     plain = {
         "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "python": [pyst[0], list(pyst[1]), pyst[2]],
     }
     return tensors, plain
 
 
-def _restore_rng(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
+def _restore_rng(tensors: Mapping[str, torch.Tensor], plain: dict[str, Any]) -> None:
     torch.set_rng_state(tensors["rng.torch"])
     if torch.cuda.is_available():
         cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
@@ -181,11 +161,39 @@ def _restore_rng(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> Non
     random.setstate((p[0], tuple(p[1]), p[2]))
 
 
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """``(epoch, folder)`` of every ``checkpoints/epoch-N`` folder, oldest first (by number, not name)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = _EPOCH_DIR.match(p.name)
+        if m and p.is_dir():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def _prune(ckroot: Path, epoch: int, keep: int) -> None:
+    """Keep the ``keep`` newest checkpoints up to ``epoch``; anything newer is from an abandoned history."""
+    older: list[Path] = []
+    for e, p in list_checkpoints(ckroot.parent):
+        if e > epoch:
+            log.info("removing stale checkpoint %s (newer than the resumed history)", p)
+            shutil.rmtree(p, ignore_errors=True)
+        elif e < epoch:
+            older.append(p)
+    for p in older[: max(0, len(older) - (keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def save_training_state(run_dir: Path, model: torch.nn.Module, model_cfg: Any, optimizer: torch.optim.Optimizer,
                         epoch: int, global_step: int, extra: dict[str, Any] | None = None,
                         keep: int = 2) -> Path:
     """Write a complete checkpoint for ``epoch`` (epochs done) and switch ``last.json`` to it."""
-    ckroot = run_dir / "checkpoints"
+    ckroot = Path(run_dir) / "checkpoints"
+    ckroot.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temporaries(ckroot)
     name = f"epoch-{epoch:04d}"
     d = ckroot / name
     if d.exists():
@@ -193,38 +201,224 @@ def save_training_state(run_dir: Path, model: torch.nn.Module, model_cfg: Any, o
     save_model(d, model, model_cfg, extra={"epoch": epoch})
     otensors, oplain = _flatten_optimizer(optimizer)
     rtensors, rplain = _rng_state()
-    write_tensors(d / "trainer.safetensors", {**otensors, **rtensors})
-    state = {"epoch": epoch, "global_step": global_step, "optimizer": oplain, "rng": rplain, **(extra or {})}
+    digest = write_tensors(d / "trainer.safetensors", {**otensors, **rtensors})
+    state = {"format_version": TRAINER_FORMAT_VERSION, "epoch": epoch, "global_step": global_step,
+             "tensors_sha256": digest, "optimizer": oplain, "rng": rplain, **(extra or {})}
     atomic_write_text(d / "trainer.json", json.dumps(state))
     atomic_write_text(ckroot / "last.json", json.dumps({"name": name, "epoch": epoch}))
-    old = sorted(p for p in ckroot.glob("epoch-*") if p.is_dir() and p.name != name)
-    for p in old[: max(0, len(old) - (keep - 1))]:
-        shutil.rmtree(p, ignore_errors=True)
+    _prune(ckroot, epoch, keep)
     return d
+
+
+def _read_pointer(run_dir: Path) -> tuple[str | None, str | None]:
+    """(folder name in last.json, problem) — problem is None when the pointer is fine or absent."""
+    ptr = Path(run_dir) / "checkpoints" / "last.json"
+    if not ptr.exists():
+        return None, None
+    try:
+        doc = json.loads(ptr.read_text(encoding="utf-8"))
+        name = doc["name"]
+        if not isinstance(name, str) or not _EPOCH_DIR.match(name):
+            raise ValueError(f"bad folder name {name!r}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        return None, f"{ptr}: corrupt checkpoint pointer ({type(e).__name__}: {e})"
+    return name, None
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    ptr = run_dir / "checkpoints" / "last.json"
-    if not ptr.exists():
+    """The folder ``last.json`` points to, or None without a pointer (no validation of its contents)."""
+    name, problem = _read_pointer(run_dir)
+    if problem:
+        raise FileFormatError(problem)
+    if name is None:
         return None
-    try:
-        name = json.loads(ptr.read_text())["name"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise FileFormatError(f"{ptr}: corrupt checkpoint pointer ({e})") from None
-    d = run_dir / "checkpoints" / name
+    d = Path(run_dir) / "checkpoints" / name
     if not (d / "trainer.json").exists():
-        raise FileFormatError(f"{ptr}: points to {d}, which is incomplete or missing")
+        raise FileFormatError(f"{Path(run_dir) / 'checkpoints' / 'last.json'}: points to {d}, which is incomplete "
+                              "or missing")
     return d
 
 
-def load_training_state(d: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model, optimiser and RNG state; returns the trainer.json dict (epoch, step …)."""
-    load_state_into(model, read_tensors(d / "model.safetensors"), str(d / "model.safetensors"))
-    tensors = read_tensors(d / "trainer.safetensors")
+@dataclasses.dataclass
+class TrainingState:
+    """A checkpoint read and verified, not yet applied to a model."""
+
+    directory: Path
+    epoch: int
+    global_step: int
+    model: dict[str, torch.Tensor]
+    tensors: dict[str, torch.Tensor]
+    plain: dict[str, Any]
+
+
+def _check_state_json(state: Any, where: Path) -> None:
+    """Structural checks so that a damaged but parseable trainer.json is an error, not a traceback."""
+    def bad(what: str) -> FileFormatError:
+        return FileFormatError(f"{where}: corrupt ({what})")
+
+    if not isinstance(state, dict):
+        raise bad(f"expected a JSON object, got {type(state).__name__}")
+    for key in ("epoch", "global_step"):
+        v = state.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise bad(f"{key!r} must be a whole number >= 0, got {v!r}")
+    opt = state.get("optimizer")
+    if not isinstance(opt, dict) or not isinstance(opt.get("param_groups"), list) \
+            or not isinstance(opt.get("state"), dict):
+        raise bad("no valid 'optimizer' section")
+    if not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in opt["param_groups"]):
+        raise bad("optimizer param_groups are malformed")
     try:
-        state = json.loads((d / "trainer.json").read_text())
-    except json.JSONDecodeError as e:
-        raise FileFormatError(f"{d / 'trainer.json'}: corrupt ({e})") from None
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
-    _restore_rng(tensors, state["rng"])
-    return state
+        for pid in opt["state"]:
+            int(pid)
+    except ValueError:
+        raise bad("optimizer state keys must be parameter numbers") from None
+    rng = state.get("rng")
+    if not isinstance(rng, dict):
+        raise bad("no 'rng' section")
+    n, p = rng.get("numpy"), rng.get("python")
+    if not (isinstance(n, list) and len(n) == 5 and isinstance(n[1], list) and len(n[1]) == 624):
+        raise bad("numpy RNG state is malformed")
+    if not (isinstance(p, list) and len(p) == 3 and isinstance(p[1], list) and len(p[1]) == 625):
+        raise bad("python RNG state is malformed")
+
+
+def read_training_state(d: Path) -> TrainingState:
+    """Read and verify a checkpoint folder (checksums, JSON structure); raises FileFormatError if damaged."""
+    d = Path(d)
+    if not d.is_dir():
+        raise FileFormatError(f"{d}: checkpoint folder is missing")
+    meta = read_model_config(d)
+    model_sd = read_model_weights(d, meta)
+    tj = d / "trainer.json"
+    if not tj.is_file():
+        raise FileFormatError(f"{tj}: missing (the checkpoint is incomplete)")
+    try:
+        state = json.loads(tj.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileFormatError(f"{tj}: corrupt ({e})") from None
+    _check_state_json(state, tj)
+    digest = state.get("tensors_sha256")
+    if digest is None and state.get("format_version", 1) >= 2:
+        raise FileFormatError(f"{tj}: corrupt (no 'tensors_sha256')")
+    if digest is None:
+        log.warning("%s: written before checksums; its optimizer state cannot be verified", d)
+    tensors = read_tensors(d / "trainer.safetensors", sha256=digest)
+    if "rng.torch" not in tensors:
+        raise FileFormatError(f"{d / 'trainer.safetensors'}: corrupt (no 'rng.torch' state)")
+    return TrainingState(d, int(state["epoch"]), int(state["global_step"]), model_sd, tensors, state)
+
+
+def apply_training_state(st: TrainingState, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load a verified checkpoint into ``model``/``optimizer`` and restore the RNGs."""
+    load_state_into(model, st.model, str(st.directory / "model.safetensors"))
+    try:
+        optimizer.load_state_dict(_unflatten_optimizer(st.tensors, st.plain["optimizer"]))
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise FileFormatError(f"{st.directory / 'trainer.json'}: the optimizer state does not fit this model "
+                              f"and optimiser ({e}); use a new train.out_dir") from None
+    try:
+        _restore_rng(st.tensors, st.plain["rng"])
+    except (ValueError, TypeError, RuntimeError, KeyError) as e:
+        raise FileFormatError(f"{st.directory / 'trainer.json'}: corrupt RNG state ({e})") from None
+
+
+def find_resume_state(run_dir: Path) -> tuple[TrainingState | None, list[str]]:
+    """The newest valid checkpoint of a run and the problems met on the way (empty if the last one was fine).
+
+    ``last.json`` is authoritative when it is readable: folders newer than it belong to a save that never
+    completed and are not considered. Without a usable pointer every ``epoch-N`` folder is a candidate.
+    Raises FileFormatError when checkpoints exist but none is valid.
+    """
+    run_dir = Path(run_dir)
+    sweep_stale_temporaries(run_dir / "checkpoints")
+    name, problem = _read_pointer(run_dir)
+    folders = list_checkpoints(run_dir)
+    problems: list[str] = [problem] if problem else []
+    if name is None and not problem and folders:
+        problems.append(f"{run_dir / 'checkpoints' / 'last.json'} is missing")
+    if name is not None:
+        pointed = _EPOCH_DIR.match(name)
+        limit = int(pointed.group(1)) if pointed else math.inf
+        folders = [(e, p) for e, p in folders if e <= limit]
+        if not any(p.name == name for _, p in folders):
+            problems.append(f"last.json points to {name}, which is missing")
+    for _, d in reversed(folders):
+        try:
+            return read_training_state(d), problems
+        except FileFormatError as e:
+            problems.append(str(e))
+    if problems:
+        raise FileFormatError("no usable checkpoint in " + str(run_dir / "checkpoints") + ": " + "; ".join(problems)
+                              + " — delete that folder to start the run afresh, or use a new train.out_dir")
+    return None, problems
+
+
+# --------------------------------------------------------------------------- run identity
+
+# Settings that may differ when a run is resumed: they change neither the model nor what it is trained on.
+RESUME_SAFE_KEYS: tuple[str, ...] = (
+    "train.epochs", "train.progress", "train.log_every", "train.num_workers", "train.device",
+    "train.checkpoint_every", "train.compile", "train.out_dir", "data.root", "eval.",
+)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        if not d and prefix:
+            out[prefix[:-1]] = {}
+        return out
+    return {prefix[:-1]: d}
+
+
+def _safe_key(key: str) -> bool:
+    return any(key == s or (s.endswith(".") and key.startswith(s)) for s in RESUME_SAFE_KEYS)
+
+
+def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every setting that differs and is not resume-safe."""
+    a, b = _flatten(old), _flatten(new)
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if _safe_key(k):
+            continue
+        va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
+        if va != vb:
+            out.append(f"{k}: {va!r} -> {vb!r}")
+    return out
+
+
+def check_run_folder(cfg_dict: dict[str, Any], out_dir: Path) -> None:
+    """Refuse to continue a run folder that holds a run with different settings; writes nothing."""
+    path = Path(out_dir) / "config.yaml"
+    if not path.exists():
+        return
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: unreadable ({type(e).__name__}); cannot tell whether this run folder holds "
+                          "the same run — use a new train.out_dir or `bitseek train --new-run`") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{path}: not a run config; use a new train.out_dir or `bitseek train --new-run`")
+    new = yaml.safe_load(yaml.safe_dump(cfg_dict, sort_keys=False))  # same types as the file
+    changed = changed_settings(old, new)
+    if changed:
+        more = f" (+{len(changed) - 10} more)" if len(changed) > 10 else ""
+        raise ConfigError(f"{out_dir} holds a run trained with other settings: " + "; ".join(changed[:10]) + more
+                          + ". Use a new train.out_dir, or `bitseek train --new-run` to train into a fresh folder")
+
+
+def next_free_run_dir(out_dir: Path) -> Path:
+    """``out_dir`` if unused, else the first free ``out_dir-2``, ``out_dir-3`` …"""
+    out_dir = Path(out_dir)
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return out_dir
+    i = 2
+    while True:
+        cand = out_dir.with_name(f"{out_dir.name}-{i}")
+        if not cand.exists():
+            return cand
+        i += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -26,11 +27,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bitseek.atomic import atomic_write_text
 from bitseek.config import ExperimentConfig, save_resolved
+from bitseek.progress import progress
 from bitseek.data.base import RetrievalData
 from bitseek.errors import BitseekError
 from bitseek.models.base import EpochContext, HashModel
 from bitseek.train import checkpoint as ckpt
 from bitseek.train.optim import build_optimizer, lr_at, set_lr
+
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(BitseekError):
@@ -88,8 +93,10 @@ class Trainer:
         self.data = data
         self.out_dir = Path(out_dir) if out_dir is not None else cfg.out_dir
         self.distributed = torch.distributed.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self._owns_group = False
         if self.distributed and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            self._owns_group = True  # created here, so destroyed by close() / at the end of fit()
         self.rank = torch.distributed.get_rank() if self.distributed else 0
         self.world = torch.distributed.get_world_size() if self.distributed else 1
         self.device = resolve_device(cfg.train.device)
@@ -101,8 +108,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         step_module: nn.Module = _StepModule(self.model)
         if self.distributed:
+            # a model whose phases leave some parameters unused (WSCH's heads) sets this attribute
+            unused = bool(getattr(model, "ddp_find_unused_parameters", False))
             step_module = nn.parallel.DistributedDataParallel(
-                step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=unused)
         if cfg.train.compile:
             step_module = torch.compile(step_module)  # type: ignore[assignment]
         self.step_module = step_module
@@ -111,16 +121,29 @@ class Trainer:
         self.is_main = self.rank == 0
 
     # ------------------------------------------------------------------ data
-    def _loader(self, dataset: Dataset, shuffle: bool, epoch: int, drop_last: bool = False) -> DataLoader:
+    def _shuffle_seed(self, epoch: int, pass_index: int) -> int:
+        """Seed of the order of pass ``pass_index`` of ``epoch``: fixed by the run seed, so a resume repeats it.
+
+        Each pass of an epoch draws its own permutation, as the official WSCH iterates a shuffled loader
+        once per pass; pass 0 keeps the seed every single-pass model (ConMH) has always used.
+        """
+        base = self.cfg.train.seed * 100_003 + epoch
+        if pass_index == 0:
+            return base
+        return int(np.random.SeedSequence([self.cfg.train.seed % 2**63, epoch, pass_index]).generate_state(1)[0])
+
+    def _loader(self, dataset: Dataset, shuffle: bool, epoch: int, drop_last: bool = False,
+                pass_index: int = 0) -> DataLoader:
         set_epoch = getattr(dataset, "set_epoch", None)
         if callable(set_epoch):  # per-epoch augmentation seeds, independent of workers and order
             set_epoch(epoch)
+        seed = self._shuffle_seed(epoch, pass_index)
         gen = torch.Generator()
-        gen.manual_seed(self.cfg.train.seed * 100_003 + epoch)  # same order after a resume
+        gen.manual_seed(seed)
         sampler = None
         if self.distributed:
-            sampler = DistributedSampler(dataset, shuffle=shuffle, seed=self.cfg.train.seed, drop_last=drop_last)
-            sampler.set_epoch(epoch)
+            sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+            sampler.set_epoch(0)  # the seed already depends on the epoch and the pass
         return DataLoader(
             dataset,
             batch_size=int(self.cfg.data.batch_size),
@@ -143,13 +166,20 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _resume(self) -> None:
-        last = ckpt.last_checkpoint(self.out_dir)
-        if last is None:
+        """Restore the newest valid checkpoint (reporting any fallback); writes nothing to the run folder."""
+        state, problems = ckpt.find_resume_state(self.out_dir)
+        if state is None:
             return
-        state = ckpt.load_training_state(last, self.model, self.optimizer)
-        self.epoch = int(state["epoch"])
-        self.global_step = int(state["global_step"])
-        self._log({"event": "resume", "from": str(last), "epoch": self.epoch})
+        ckpt.apply_training_state(state, self.model, self.optimizer)
+        self.epoch = state.epoch
+        self.global_step = state.global_step
+        self._resumed = {"event": "resume", "from": str(state.directory), "epoch": self.epoch}
+        if problems:
+            self._resumed["skipped"] = problems
+            log.warning("resuming from %s (epoch %d) instead of the last checkpoint: %s",
+                        state.directory, self.epoch, "; ".join(problems))
+        else:
+            log.info("resuming from %s (epoch %d)", state.directory, self.epoch)
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
@@ -158,13 +188,14 @@ class Trainer:
         with open(self.out_dir / "log.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
-    def _run_phase(self, epoch: int, phase: str, bar: Any) -> dict[str, float]:
+    def _run_phase(self, epoch: int, phase: str, bar: Any, pass_index: int = 0) -> dict[str, float]:
         sums: dict[str, Tensor] = {}
         count = 0
         log_every = max(1, self.cfg.train.log_every)
         max_steps = self.cfg.train.max_steps_per_epoch
         clip = self.cfg.optim.grad_clip
-        for i, batch in enumerate(self._loader(self.data.train, shuffle=True, epoch=epoch, drop_last=False)):
+        loader = self._loader(self.data.train, shuffle=True, epoch=epoch, drop_last=False, pass_index=pass_index)
+        for i, batch in enumerate(loader):
             if max_steps and i >= max_steps:
                 break
             batch = to_device(batch, self.device)
@@ -186,35 +217,63 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             if self.global_step % log_every == 0:  # the only host sync inside an epoch
-                cur = {k: float(v.detach()) for k, v in out.items()}
+                cur = {k: float(v) for k, v in self._mean_over_ranks(out).items()}
                 if not math.isfinite(cur["loss"]):
                     raise TrainingDiverged(
                         f"loss became {cur['loss']} at epoch {epoch} step {self.global_step} (phase {phase}); "
-                        f"last good checkpoint: {ckpt.last_checkpoint(self.out_dir)}")
+                        f"last good checkpoint: {self._last_good()}")
                 self._log({"event": "step", "epoch": epoch, "phase": phase, "step": self.global_step,
                            "lr": self.optimizer.param_groups[0]["lr"], **cur})
                 if bar is not None:
                     bar.set_postfix({k: f"{v:.4f}" for k, v in cur.items()}, refresh=False)
-        means = {k: float(v) / max(count, 1) for k, v in sums.items()}
+        means = self._epoch_means(sums, count)
         if means and not math.isfinite(means.get("loss", 0.0)):
             raise TrainingDiverged(f"mean loss of epoch {epoch} (phase {phase}) is not finite")
         return means
 
+    def _mean_over_ranks(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Step values averaged over ranks, so every rank sees (and stops on) a NaN on any rank."""
+        vals = {k: v.detach().float().reshape(()) for k, v in out.items()}
+        if not self.distributed:
+            return vals
+        keys = list(vals)
+        stacked = torch.stack([vals[k] for k in keys])
+        torch.distributed.all_reduce(stacked)
+        return {k: stacked[i] / self.world for i, k in enumerate(keys)}
+
+    def _epoch_means(self, sums: dict[str, Tensor], count: int) -> dict[str, float]:
+        """Per-step means of an epoch over every rank's steps (one collective per epoch under DDP)."""
+        keys = list(sums)  # insertion order: the same on every rank, and the log's column order
+        if self.distributed:
+            vec = torch.stack([sums[k].reshape(()) for k in keys] + [torch.tensor(float(count), device=self.device)]) \
+                if keys else torch.tensor([float(count)], device=self.device)
+            torch.distributed.all_reduce(vec)
+            total = float(vec[-1])
+            return {k: float(vec[i]) / max(total, 1.0) for i, k in enumerate(keys)}
+        return {k: float(sums[k]) / max(count, 1) for k in keys}
+
     def fit(self) -> Path:
-        """Train to ``cfg.train.epochs``, resuming from the last checkpoint in ``out_dir``."""
+        """Train to ``cfg.train.epochs``, resuming from the last checkpoint in ``out_dir``.
+
+        A run folder that holds a run with other settings is refused before anything is written, and
+        ``config.yaml`` is written only once the resume succeeded, so a refused run leaves it as it was.
+        """
+        ckpt.check_run_folder(self.cfg.to_dict(), self.out_dir)
+        self._resumed: dict[str, Any] | None = None
+        seed_everything(self.cfg.train.seed + self.rank)
+        self._resume()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.is_main:
             save_resolved(self.cfg, self.out_dir)
-        seed_everything(self.cfg.train.seed + self.rank)
-        self._resume()
+            if self._resumed is not None:
+                self._log(self._resumed)
         total = self.cfg.train.epochs
         bar = None
-        if self.is_main and self.cfg.train.progress and self.epoch < total:
-            from tqdm.auto import tqdm
-
+        if self.is_main and self.epoch < total:
             steps = self._steps_per_epoch()
             phases = sum(len(self.model.epoch_phases(e)) for e in range(self.epoch, total))
-            bar = tqdm(total=steps * phases, desc=f"train {self.cfg.name}", unit="step", dynamic_ncols=True)
+            bar = progress(total=steps * phases, desc=f"train {self.cfg.name}", unit="step",
+                           leave=True, show=bool(self.cfg.train.progress))
         try:
             while self.epoch < total:
                 epoch = self.epoch
@@ -223,12 +282,15 @@ class Trainer:
                 t0 = time.perf_counter()
                 self.model.before_epoch(epoch, self._epoch_context(epoch))
                 record: dict[str, Any] = {"event": "epoch", "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
-                for phase in self.model.epoch_phases(epoch):
-                    means = self._run_phase(epoch, phase, bar)
+                for pass_index, phase in enumerate(self.model.epoch_phases(epoch)):
+                    means = self._run_phase(epoch, phase, bar, pass_index)
                     record.update({f"{phase}/{k}": v for k, v in means.items()})
                 record["seconds"] = round(time.perf_counter() - t0, 3)
                 self.epoch = epoch + 1
                 self._log(record)
+                if bar is not None:
+                    bar.set_description(f"train {self.cfg.name} epoch {self.epoch}/{total}", refresh=False)
+                log.debug("epoch %d: %s", epoch, record)
                 last_epoch = self.epoch == total
                 if self.is_main and (last_epoch or self.epoch % max(1, self.cfg.train.checkpoint_every) == 0):
                     ckpt.save_training_state(self.out_dir, self.model, self.cfg.model, self.optimizer,
@@ -242,7 +304,21 @@ class Trainer:
             final = self.out_dir / "model"
             ckpt.save_model(final, self.model, self.cfg.model, extra={"epoch": self.epoch, "experiment": self.cfg.name})
             atomic_write_text(self.out_dir / "DONE", json.dumps({"epochs": self.epoch, "steps": self.global_step}))
+        self.close()
         return self.out_dir
+
+    def close(self) -> None:
+        """Destroy the process group if this trainer created it (torchrun users who made their own keep it)."""
+        if self._owns_group and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+            self._owns_group = False
+
+    def _last_good(self) -> str:
+        try:
+            return str(ckpt.last_checkpoint(self.out_dir) or "none")
+        except BitseekError:
+            return "none readable"
 
     def _steps_per_epoch(self) -> int:
         n = len(self.data.train)  # type: ignore[arg-type]

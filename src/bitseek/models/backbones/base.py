@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from bitseek.errors import ConfigError, FileFormatError
 from bitseek.registry import BACKBONES
-from bitseek.train.checkpoint import load_state_into
+from bitseek.weights import load_state_into
 
 __all__ = [
     "Backbone",
