@@ -1,8 +1,17 @@
-"""A toy model and dataset registered for engine tests (tiny, deterministic)."""
+"""Shared test fixtures: a toy model and dataset registered per test, and the shared fixture folder.
+
+The toy entries go through the registry's scoped registration, so no test leaves anything behind in
+the global registries. Data that cannot live in the repository (the real revisitop ground truth) is
+found in the ``shared`` folder beside the repository root, or wherever ``BITSEEK_SHARED`` points.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -12,7 +21,7 @@ from torch.utils.data import Dataset
 
 from bitseek.data.base import RetrievalData
 from bitseek.models.base import HashModel
-from bitseek.registry import DATASETS, MODELS, register_dataset, register_model
+from bitseek.registry import DATASETS, MODELS
 
 
 @dataclass
@@ -71,15 +80,42 @@ class ToyFeats(Dataset):
         return {"feats": self.x[i], "index": i}
 
 
-if "toy-model" not in MODELS._entries:
-    register_model("toy-model", ToyModelConfig)(ToyModel)
+def build_toy_model(cfg: ToyModelConfig) -> ToyModel:
+    return ToyModel(cfg)
 
-    @register_dataset("toy-data", ToyDataConfig)
-    def _toy_data(cfg: ToyDataConfig) -> RetrievalData:
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((cfg.n, 3, 6)).astype(np.float32)
-        labels = rng.integers(0, 3, cfg.n)
-        return RetrievalData(ToyFeats(x), ToyFeats(x[:10]), ToyFeats(x), labels[:10], labels)
+
+def build_toy_data(cfg: ToyDataConfig) -> RetrievalData:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((cfg.n, 3, 6)).astype(np.float32)
+    labels = rng.integers(0, 3, cfg.n)
+    return RetrievalData(ToyFeats(x), ToyFeats(x[:10]), ToyFeats(x), labels[:10], labels)
+
+
+@contextlib.contextmanager
+def scoped_entry(registry: Any, name: str, factory: Callable[..., Any], config_cls: type) -> Iterator[None]:
+    """Register ``name`` in ``registry`` for a ``with`` block and restore the previous state after."""
+    if hasattr(registry, "registered"):
+        with registry.registered(name, factory, config_cls):
+            yield
+        return
+    # Until every Registry has ``registered``: the same contract by hand.
+    registry.names()
+    previous = registry._entries.pop(name, None)
+    registry.register(name, config_cls)(factory)
+    try:
+        yield
+    finally:
+        registry._entries.pop(name, None)
+        if previous is not None:
+            registry._entries[name] = previous
+
+
+@pytest.fixture(autouse=True)
+def toy_entries() -> Iterator[None]:
+    """``toy-model`` and ``toy-data`` exist for the duration of each test, and only then."""
+    with scoped_entry(MODELS, "toy-model", build_toy_model, ToyModelConfig), \
+            scoped_entry(DATASETS, "toy-data", build_toy_data, ToyDataConfig):
+        yield
 
 
 @pytest.fixture()
@@ -91,3 +127,53 @@ def toy_raw(tmp_path):
         "optim": {"name": "adam", "lr": 0.01, "schedule": "step", "step_size": 1, "gamma": 0.5},
         "train": {"epochs": 3, "out_dir": str(tmp_path / "run"), "progress": False, "log_every": 1},
     }
+
+
+# --------------------------------------------------------------------------- the shared folder
+
+REPO_ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+
+
+def shared_dir() -> tuple[Path, str]:
+    """The shared folder and how it was found: ``$BITSEEK_SHARED``, else ``<repo>/../shared``."""
+    env = os.environ.get("BITSEEK_SHARED")
+    if env:
+        return Path(env).expanduser().resolve(), "BITSEEK_SHARED"
+    return (REPO_ROOT.parent / "shared").resolve(), "<repo>/../shared"
+
+
+def shared_fixture(*parts: str) -> Path:
+    """A file under ``<shared>/fixtures``; skip (with the path in the reason) only when it is absent.
+
+    When ``BITSEEK_SHARED`` is set the caller asked for the fixtures explicitly, so a missing file
+    there is a failure, not a skip.
+    """
+    root, how = shared_dir()
+    path = root.joinpath("fixtures", *parts)
+    if path.is_file():
+        return path
+    if how == "BITSEEK_SHARED":
+        pytest.fail(f"{path} is missing, but BITSEEK_SHARED={root} was set to provide it")
+    pytest.skip(f"shared fixture {path} is absent (put the shared folder beside the repository or set BITSEEK_SHARED)")
+
+
+@pytest.fixture(scope="session")
+def shared_fixture_path() -> Callable[..., Path]:
+    return shared_fixture
+
+
+def _shared_state() -> str:
+    root, how = shared_dir()
+    state = "found" if (root / "fixtures").is_dir() else "ABSENT: the tests that need them are skipped"
+    return f"bitseek shared fixtures ({how}): {root / 'fixtures'} {state}"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _shared_state()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say so at the end of every run (also under ``-q``) when the shared fixtures are missing."""
+    root, _ = shared_dir()
+    if not (root / "fixtures").is_dir():
+        terminalreporter.write_line(_shared_state(), yellow=True)

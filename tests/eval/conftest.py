@@ -8,7 +8,6 @@ from types import ModuleType
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "revisitop"
 
 
 @pytest.fixture(scope="session")
@@ -21,13 +20,7 @@ def ref() -> ModuleType:
     return mod
 
 
-def gnd_path(name: str) -> Path:
-    p = FIXTURES / f"gnd_{name}.pkl"
-    if not p.is_file():
-        pytest.skip(f"revisitop fixture {p} not available")
-    return p
-
-
 @pytest.fixture(params=["roxford5k", "rparis6k"])
-def gnd_file(request) -> Path:
-    return gnd_path(request.param)
+def gnd_file(request, shared_fixture_path) -> Path:
+    """The real revisitop ground truth from the shared folder (see tests/conftest.py)."""
+    return shared_fixture_path("revisitop", f"gnd_{request.param}.pkl")

@@ -325,9 +325,9 @@ def test_configs_carry_paper_hyperparameters(dataset, bits):
     assert raw["eval"]["protocol"] == "map_at_k" and raw["eval"]["ks"] == [5, 10, 20, 40, 60, 80, 100]
     assert raw["eval"]["batch_size"] == 128
     assert raw["name"] == f"conmh-{dataset}-{bits}"
-    if dataset in DATASETS.names():  # the dataset preset is written separately; validate fully when present
-        exp = build_experiment(raw)
-        assert exp.model.bits == bits and exp.data.batch_size == batch
+    assert dataset in DATASETS.names()
+    exp = build_experiment(raw)
+    assert exp.model.bits == bits and exp.data.batch_size == batch
 
 
 # --------------------------------------------------------------------------- official checkpoints
