@@ -15,7 +15,6 @@ from bitseek.models.csce import (
     CSCEConfig,
     CSCENet,
     attention_guided_extraction,
-    convert_reference_state_dict,
     count_windows,
     dynamic_sign,
     dsf_balance_value,
@@ -273,31 +272,6 @@ def test_training_reduces_loss_and_separates_codes() -> None:
     dist = (16 - codes @ codes.t()) / 2
     same = cls[:, None] == cls[None, :]
     assert dist[same].mean() < 0.5 * dist[~same].mean()
-
-
-def test_reference_checkpoint_names_map_onto_ours() -> None:
-    torch.manual_seed(0)
-    model = _mini(local_branch="attention")
-    ours = model.state_dict()
-    back = {"windows.convs.0.": "conv_f4_s1.", "windows.convs.1.": "conv_f4_s2.", "window_fuse.": "conv_last.",
-            "local.attention.": "localmodel.", "thresh_fc.": "fc_t.", "hash_fc.": "fc.", "backbone.": ""}
-    ref = {}
-    for k, v in ours.items():
-        if k == "centers":
-            ref["ce_fc.centroids"] = v.clone()
-            continue
-        for new, old in back.items():
-            if k.startswith(new):
-                ref[old + k[len(new):]] = v.clone() + 1  # distinguishable values
-                break
-    ref["input.0.weight"] = ref["conv1.weight"]  # the reference's duplicated stem
-    converted = convert_reference_state_dict({"module." + k: v for k, v in ref.items()})
-    fresh = _mini(local_branch="attention")
-    fresh.load_state_dict(converted, strict=True)
-    assert torch.equal(fresh.state_dict()["hash_fc.weight"], ours["hash_fc.weight"] + 1)
-    assert torch.equal(fresh.state_dict()["backbone.layer3.0.conv1.weight"], ours["backbone.layer3.0.conv1.weight"] + 1)
-    with pytest.raises(InputError, match="pool_x"):
-        convert_reference_state_dict({"pool_x.p": torch.zeros(1)})
 
 
 # --------------------------------------------------------------------------- configs
