@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,9 +22,11 @@ from bitseek.errors import BitseekError
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "--cfg", dest="config", required=True, help="experiment YAML file")
+    p.add_argument("--config", "--cfg", dest="config", required=True,
+                   help="experiment YAML file, a packaged recipe (conmh/fcvid-64; `bitseek list configs`), "
+                        "or the seeds' own ConMH configs/*.py / WSCH Json/*.json")
     p.add_argument("--gpu", default=None, help="GPU index (ConMH's flag); same as train.device=cuda:N")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, or KEY VALUE pairs")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides (anywhere on the line), or KEY VALUE pairs")
 
 
 def _normalise_overrides(items: list[str]) -> list[str]:
@@ -238,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
-        sp.set_defaults(func=fn)
+        sp.set_defaults(func=fn, parser=sp)
         return sp
 
     sp = add("demo", cmd_demo, "run a built-in benchmark end to end and write a report folder")
@@ -303,8 +306,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_NUMBER = re.compile(r"^-\.?\d")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line with ``key=value`` overrides allowed anywhere, before or after options.
+
+    argparse stops filling a ``nargs="*"`` positional at the first option, so overrides after an
+    option come back as unknown arguments; they are appended in order. Anything else unknown is the
+    sub-command's usage error (exit code 2).
+    """
+    args, extras = build_parser().parse_known_args(argv)
+    if extras:
+        unknown = [x for x in extras if x.startswith("-") and not _NUMBER.match(x)]
+        if unknown or not hasattr(args, "overrides"):
+            args.parser.error(f"unrecognized arguments: {' '.join(unknown or extras)}")
+        args.overrides = [*args.overrides, *extras]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except BitseekError as e:
