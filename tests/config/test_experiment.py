@@ -136,3 +136,15 @@ def test_every_packaged_recipe_loads():
     for p in recipes:
         cfg = load_config(p)
         assert cfg.name and Path(p).is_file()
+
+
+def test_cuda_means_the_current_cuda_device(monkeypatch):
+    """`train.device=cuda` resolves to an indexed device, so `torch.cuda.set_device` accepts it."""
+    from bitseek.train.engine import resolve_device
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    dev = resolve_device("cuda")
+    assert dev.type == "cuda" and dev.index == 3
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("cuda").index == 1

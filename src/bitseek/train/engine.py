@@ -49,6 +49,9 @@ def resolve_device(spec: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if spec == "cuda":  # the current CUDA device (this rank's under torchrun), with its index
+        rank = os.environ.get("LOCAL_RANK")
+        return torch.device("cuda", int(rank) if rank is not None else torch.cuda.current_device())
     return torch.device(spec)
 
 
