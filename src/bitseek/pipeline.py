@@ -29,13 +29,10 @@ def is_deep(model: Any) -> bool:
 
 
 def batch_features(batch: dict[str, Any]) -> np.ndarray:
-    """What shallow baselines see: mean-pooled frame features, or flattened pixels for images."""
-    if "feats" in batch:
-        return np.asarray(batch["feats"].float().mean(1).numpy(), dtype=np.float32)
-    if "image" in batch:
-        x = batch["image"].float()
-        return np.asarray(x.reshape(x.shape[0], -1).numpy(), dtype=np.float32)
-    raise ConfigError(f"batch has neither 'feats' nor 'image' (keys: {sorted(batch)})")
+    """What shallow baselines see (their own input view): pooled frame features or flattened pixels."""
+    from bitseek.models.shallow import vectors
+
+    return np.asarray(vectors(batch, "fit()").float().numpy(), dtype=np.float32)
 
 
 def collect_features(dataset: Any, batch_size: int = 256) -> np.ndarray:
@@ -54,7 +51,7 @@ def train(cfg: ExperimentConfig, data: RetrievalData | None = None) -> tuple[Any
         model.fit(collect_features(data.train))
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, cfg.out_dir)
-        model.save(cfg.out_dir / "model")
+        ckpt.save_model(cfg.out_dir / "model", model, model.cfg)
         atomic_write_text(cfg.out_dir / "DONE", f'{{"fit_seconds": {time.perf_counter() - t0:.3f}}}')
     return model, data
 
