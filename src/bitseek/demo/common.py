@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import platform
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +16,8 @@ from bitseek import pipeline
 from bitseek.config import ExperimentConfig, load_config
 from bitseek.data.base import RetrievalData
 from bitseek.errors import ConfigError
+from bitseek.utils.threads import (busy_between, busy_cores, cpu_times, cpus, free_threads,  # noqa: F401 (old home)
+                                   load_average, thread_budget)
 
 
 def config_path(name: str) -> Path:
@@ -29,94 +29,6 @@ def console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
-
-
-def cpus() -> int | None:
-    try:
-        return len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
-    except AttributeError:
-        return os.cpu_count()
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):  # not available on every platform
-        return None
-
-
-def cpu_times(stat_path: str = "/proc/stat") -> tuple[int, int] | None:
-    """(idle, total) jiffies of all CPUs from the kernel's counters, or None where there are none."""
-    try:
-        with open(stat_path) as fh:
-            fields = fh.readline().split()
-    except OSError:
-        return None
-    if not fields or fields[0] != "cpu" or len(fields) < 5:
-        return None
-    values = [int(v) for v in fields[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    return idle, sum(values[:8])  # guest times are already inside user/nice
-
-
-def busy_between(before: tuple[int, int], after: tuple[int, int], n_cpus: int) -> float:
-    """Cores kept busy between two :func:`cpu_times` readings (0 .. n_cpus)."""
-    d_total = after[1] - before[1]
-    if d_total <= 0:
-        return 0.0
-    return n_cpus * max(0.0, 1.0 - (after[0] - before[0]) / d_total)
-
-
-def busy_cores(interval: float = 0.5) -> float | None:
-    """How many cores other processes keep busy *now*, sampled over ``interval`` seconds.
-
-    The 1-minute load average lags by about a minute: right after another job ends it still reads
-    ~1 on an idle 2-core machine, and the demo would then run on one thread for nothing (measured:
-    305 s instead of 271 s). This process sleeps while sampling, so what is counted is the others.
-    """
-    before = cpu_times()
-    if before is None:
-        return None
-    time.sleep(interval)
-    after = cpu_times()
-    n = os.cpu_count()
-    return None if after is None or not n else round(busy_between(before, after, n), 2)
-
-
-def free_threads(default: int, n_cpus: int | None, load: float | None) -> int:
-    """Threads for a demo: the default, but no more than the cores other processes leave idle.
-
-    On a 2-core machine where another process keeps one core busy, two intra-op threads made a
-    CSCE-Net training step 18x slower than one thread (0.27 s -> 4.9 s: each parallel region waits
-    for the descheduled thread), while on an idle machine the second thread only gives ~1.6x.
-    OpenBLAS behaves alike: a 1,024-d ``eigh`` took 0.4 s on one thread and up to 10 s on two.
-    """
-    if not n_cpus or load is None:
-        return max(1, default)
-    return max(1, min(default, int(n_cpus - load + 0.5)))
-
-
-@contextlib.contextmanager
-def thread_budget() -> Iterator[dict[str, Any]]:
-    """Run torch (and numpy's BLAS, via threadpoolctl when present) on :func:`free_threads` threads,
-    given the cores other processes keep busy at the start (:func:`busy_cores`)."""
-    load = load_average()
-    busy = busy_cores()  # the load average only where the kernel's counters are not readable
-    before = torch.get_num_threads()
-    threads = free_threads(before, cpus(), busy if busy is not None else (load[0] if load else None))
-    info: dict[str, Any] = {"threads": threads, "default_threads": before, "blas_threads": None,
-                            "busy_cores_start": busy, "load_average_start": load}
-    with contextlib.ExitStack() as stack:
-        try:  # the baselines' eigendecompositions suffer the same oversubscription
-            from threadpoolctl import threadpool_limits  # ships with scikit-learn (the demo extra)
-        except ImportError:
-            pass
-        else:
-            stack.enter_context(threadpool_limits(limits=threads, user_api="blas"))
-            info["blas_threads"] = threads
-        torch.set_num_threads(threads)
-        stack.callback(torch.set_num_threads, before)
-        yield info
 
 
 def environment() -> dict[str, Any]:

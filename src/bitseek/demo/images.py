@@ -10,7 +10,7 @@ faiss, and ``metrics.json``, ``report.md`` and PNG plots are written into ``out`
 The baselines see the grey pixel values in [0, 1] of the same 32 px centre crop CSCE-Net is tested
 on (1,024-d), as ``{"feats"}`` items (:class:`PixelVectors`). The reader returns three identical
 grey channels; handing the baselines all three would add no information but triple the dimension,
-and with it the cost of their 3,072 x 3,072 eigendecompositions (~17 s each here, six of them).
+and with it the cost of their eigendecompositions (about nine times the time).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import torch
 from torch.utils.data import Dataset
 
 from bitseek.data.base import RetrievalData, load_data
-from bitseek.demo.common import (Runner, console, cpus, deep_config, environment, epochs_scale, load_average,
-                                 search_top, shallow_config, thread_budget, write_report)
+from bitseek.demo.common import (Runner, console, deep_config, environment, epochs_scale, search_top, shallow_config,
+                                 write_report)
+from bitseek.utils.threads import cpus, load_average, thread_budget
 from bitseek.errors import InputError
 
 __all__ = ["BITS", "DATASET", "HEADLINE", "QUICK", "SHALLOW", "PixelVectors", "pixel_view",
@@ -161,7 +162,7 @@ def run_image_demo(out: Path, full: bool = False, seed: int = 0, quick: bool = F
 
     ``full`` triples CSCE-Net's epochs (``train_scale`` sets another factor); ``quick`` (smoke tests only) uses :data:`QUICK` instead of
     the real settings: one bit length and a few training steps. Runs under
-    :func:`~bitseek.demo.common.thread_budget`.
+    :func:`~bitseek.utils.threads.thread_budget`.
     """
     with thread_budget() as budget:
         return _run(Path(out), full, seed, quick, budget, epochs_scale(full, train_scale))

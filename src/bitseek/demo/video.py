@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from bitseek.data.base import RetrievalData, load_data
-from bitseek.demo.common import (Runner, console, deep_config, environment, epochs_scale, load_average, search_top,
-                                 shallow_config, thread_budget, write_report)
+from bitseek.demo.common import (Runner, console, deep_config, environment, epochs_scale, search_top, shallow_config,
+                                 write_report)
+from bitseek.utils.threads import load_average, thread_budget
 
 DATASET = "mnist-video"
 BITS = (16, 32, 64)

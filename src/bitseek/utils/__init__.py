@@ -1,0 +1,1 @@
+"""Small general utilities that belong to no layer of the data flow."""
