@@ -505,3 +505,19 @@ def test_frame_mask_property():
     m = FrameMask(visible=torch.tensor([[0, 2]]), masked=torch.tensor([[1, 3, 4]]))
     assert m.frames == 5
     assert m.as_bool().tolist() == [[False, True, False, True, True]]
+
+
+def test_features_are_what_the_codes_binarise():
+    """``features()`` is the public float view the diagnostics probe; it must stay the encoder's own."""
+    model = tiny_model().eval()
+    x = torch.randn(3, 6, model.cfg.feature_dim)
+    out = model.features({"feats": x})
+    assert out["encoder_output"].shape == (3, 6, model.cfg.hidden_size)
+    assert out["pre_sign_code"].shape == (3, 6, model.bits)
+    torch.testing.assert_close(torch.where(out["pre_sign_code"] > 0, 1.0, -1.0), model.frame_codes(x), rtol=0, atol=0)
+    torch.testing.assert_close(torch.sign(torch.where(out["pre_sign_code"] > 0, 1.0, -1.0).mean(1)),
+                               model.encode({"feats": x}), rtol=0, atol=0)
+    # the pre-sign code is the hash layer applied to the encoder output
+    torch.testing.assert_close(model.hash_norm(model.hash_fc(out["encoder_output"])), out["pre_sign_code"])
+    with pytest.raises(InputError):
+        model.features({"feats": torch.randn(3, 6, model.cfg.feature_dim + 1)})

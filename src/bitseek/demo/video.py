@@ -127,8 +127,7 @@ def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any], 
         runner.rows,
         [f"Chance level (random ranking): {json.dumps(chance)}" if chance else "",
          f"Ranking at {top} bits by mAP@20: " + ", ".join(f"{m} {v:.4f}" for v, m in ranked) + ". "
-         "How the demo's ConMH compares with ITQ, and why, is measured in the project's docs/results.md "
-         "(benchmarks/diagnose_conmh_demo.py)." if ranked else "",
+         "How the demo's ConMH compares with ITQ, and why, is measured in bitseek's docs/results.md." if ranked else "",
          f"Search: exact faiss index over {len(dbtop)} {top}-bit ConMH codes, {len(qtop)} queries, top-{search['k']}: "
          f"{search['search_ms_per_query']:.3f} ms per query.",
          f"Wall time {wall:.1f}s on {env['threads']} threads (torch {env['torch']}, cuda={env['cuda']})."],

@@ -179,12 +179,16 @@ class ConMH(HashModel):
         h = self.embed(x)
         return h + self.encoder_pos[: x.shape[1]].to(h.dtype)
 
-    def _encode_tokens(self, h: Tensor) -> Tensor:
-        """Encoder blocks + hash layer over the given (already selected) frame tokens -> ±1 codes."""
+    def _pre_sign(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Encoder blocks and head, then the hash layer before the sign: (encoder output, pre-sign code)."""
         for blk in self.encoder_blocks:
             h = blk(h)
-        h = self.encoder_head(self.encoder_norm(h))
-        return binarize_ste(self.hash_norm(self.hash_fc(h)))
+        hidden = self.encoder_head(self.encoder_norm(h))
+        return hidden, self.hash_norm(self.hash_fc(hidden))
+
+    def _encode_tokens(self, h: Tensor) -> Tensor:
+        """Encoder blocks + hash layer over the given (already selected) frame tokens -> ±1 codes."""
+        return binarize_ste(self._pre_sign(h)[1])
 
     def frame_codes(self, x: Tensor, visible: Tensor | None = None) -> Tensor:
         """±1 codes (B, V, bits) of the visible frames (all T frames when ``visible`` is None)."""
@@ -240,6 +244,16 @@ class ConMH(HashModel):
         """Video codes (B, bits) in {-1, 0, +1}: sign of the mean ±1 frame code over all frames."""
         codes = self.frame_codes(self._features(batch))
         return torch.sign(codes.float().mean(dim=1))
+
+    @torch.no_grad()
+    def features(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-frame float representations of all frames, the ones :meth:`encode` binarises.
+
+        ``encoder_output`` (B, T, hidden) and ``pre_sign_code`` (B, T, bits), whose sign is
+        :meth:`frame_codes`: they tell a weak representation from a lossy binarisation.
+        """
+        hidden, pre = self._pre_sign(self._embed(self._features(batch)))
+        return {"encoder_output": hidden, "pre_sign_code": pre}
 
 
 @register_model("conmh", ConMHConfig)

@@ -1,10 +1,11 @@
 """ConMH against ITQ on the built-in video benchmark: the measurements behind docs/results.md.
 
-Every part runs on one variant of the benchmark, ``--benchmark multi-shot`` (the default: clips of
-one to four shots, each showing other writers of the clip's digits) or ``single-shot`` (one
-continuous shot per clip, generator version 3, the demo's benchmark until the multi-shot one
-replaced it). Results are merged into ``benchmarks/results/diagnose_conmh_demo.json`` under
-``[benchmark][part]`` (written atomically). The parts:
+A research script, not part of the package: it uses only public API (``bitseek.eval.diagnostics``,
+``ConMH.features``, the PCAH fit) and the numbers it produced are kept in docs/results.md. Every part
+runs on one variant of the benchmark, ``--benchmark multi-shot`` (the default: clips of one to four
+shots, each showing other writers of the clip's digits) or ``single-shot`` (``shots_max: 1``, one
+continuous shot per clip). Results are merged into ``experiments/results/diagnose_conmh_demo.json``
+under ``[benchmark][part]`` (written atomically). The parts:
 
 * ``stats``: properties of the benchmark's frame features that decide how hard it is for a linear
   hash -- the share of energy in the common (mean) component, the mean cosine between clips, the
@@ -28,38 +29,70 @@ replaced it). Results are merged into ``benchmarks/results/diagnose_conmh_demo.j
 
 Nothing here is used by ``bitseek demo``; it only measures. Examples::
 
-    python benchmarks/diagnose_conmh_demo.py --part stats
-    python benchmarks/diagnose_conmh_demo.py --part curve --epochs 20,60,100,200,400
-    python benchmarks/diagnose_conmh_demo.py --part representation --epochs 20
-    python benchmarks/diagnose_conmh_demo.py --benchmark single-shot --part variants
-    python benchmarks/diagnose_conmh_demo.py --benchmark single-shot --part paper-size --epochs 20
+    python experiments/diagnose_conmh_demo.py --part stats
+    python experiments/diagnose_conmh_demo.py --part curve --epochs 20,60,100,200,400
+    python experiments/diagnose_conmh_demo.py --part representation --epochs 20
+    python experiments/diagnose_conmh_demo.py --benchmark single-shot --part variants
+    python experiments/diagnose_conmh_demo.py --benchmark single-shot --part paper-size --epochs 20
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
+import os
+import platform
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from bitseek import pipeline
+from bitseek.atomic import atomic_write_text
+from bitseek.config import ExperimentConfig, load_config
 from bitseek.data.base import RetrievalData, load_data
-from bitseek.demo.common import deep_config, shallow_config
-from bitseek.eval import map_at_k_ranked
-
-# A sibling module, found because Python puts this script's folder on sys.path.
-from _harness import machine_info, read_previous, write_results
+from bitseek.eval import diagnostics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "diagnose_conmh_demo.json"
 DATASET = "mnist-video"
 BITS = 64
 KS = (5, 20, 100)
+
+
+def shallow_config(method: str, bits: int, dataset: str, out: Path, data: dict[str, Any], seed: int,
+                   eval_cfg: dict[str, Any] | None = None) -> ExperimentConfig:
+    return load_config(raw={"name": f"{method}-{dataset}-{bits}", "model": {"name": method, "bits": bits, "seed": seed},
+                            "data": {"name": dataset, **data}, "eval": eval_cfg or {},
+                            "train": {"seed": seed, "out_dir": str(out / "runs" / f"{method}-{bits}"), "progress": False}})
+
+
+def deep_config(yaml_name: str, method: str, bits: int, dataset: str, out: Path, overrides: Sequence[str],
+                seed: int) -> ExperimentConfig:
+    """A run of a preset shipped with the demo (``bitseek/demo/configs``)."""
+    path = Path(str(resources.files("bitseek.demo") / "configs" / yaml_name))
+    return load_config(path, [f"model.bits={bits}", f"train.seed={seed}",
+                              f"train.out_dir={out / 'runs' / f'{method}-{bits}'}", f"name={method}-{dataset}-{bits}",
+                              *overrides])
+
+
+def machine_info() -> dict[str, Any]:
+    return {"device": "cpu", "device_name": platform.processor(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+
+
+def read_previous(path: Path) -> dict[str, Any]:
+    with contextlib.suppress(json.JSONDecodeError, OSError):
+        doc = json.loads(path.read_text())
+        if isinstance(doc, dict):
+            return doc
+    return {}
 
 
 class Normalised(Dataset):
@@ -91,24 +124,24 @@ def normalised_data(data: RetrievalData, standardise: bool) -> RetrievalData:
 
 
 def float_map(q: np.ndarray, db: np.ndarray, data: RetrievalData) -> dict[str, float]:
-    """mAP@K of cosine ranking on float vectors (stable order), through the one evaluator."""
-    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-    dn = db / np.linalg.norm(db, axis=1, keepdims=True)
-    ranking = np.argsort(-(qn @ dn.T), axis=1, kind="stable")[:, : max(KS)]
-    return {f"mAP@{k}": round(v, 4) for k, v in map_at_k_ranked(ranking, data.query_labels,
-                                                                 data.database_labels, KS).items()}
+    """mAP@K of cosine ranking on float vectors (the exact float index), through the one evaluator."""
+    res = diagnostics.float_map(q, db, data.query_labels, data.database_labels, KS)
+    return {k: round(v, 4) for k, v in res.items()}
 
 
-def pca_float_maps(train_clips: np.ndarray, q: np.ndarray, db: np.ndarray, data: RetrievalData) -> dict[str, Any]:
-    """mAP@K of float cosine ranking after projecting mean-pooled clips on the top-k principal axes.
+def pca_float_maps(data: RetrievalData, q: np.ndarray, db: np.ndarray, opts: dict[str, Any],
+                   out: Path) -> dict[str, Any]:
+    """mAP@K of float cosine ranking after PCAH's own projection to k dimensions (no sign).
 
     PCA to ``bits`` dimensions is where PCAH and ITQ start, so this is their ceiling before any
     quantisation: when it equals the full float score, a linear hash loses only to rounding.
     """
-    mean = train_clips.mean(0)
-    _, vecs = np.linalg.eigh(np.cov(train_clips - mean, rowvar=False))
-    vecs = vecs[:, ::-1]
-    return {str(k): float_map((q - mean) @ vecs[:, :k], (db - mean) @ vecs[:, :k], data) for k in (16, 32, 64)}
+    res = {}
+    for k in (16, 32, 64):
+        model, _ = pipeline.train(shallow_config("pcah", k, DATASET, out, opts, 0), data)
+        mean, proj = model.state["mean"], model.state["proj"]
+        res[str(k)] = float_map((q - mean) @ proj, (db - mean) @ proj, data)
+    return res
 
 
 def shallow_maps(data: RetrievalData, opts: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -140,7 +173,7 @@ def part_stats(data: RetrievalData, opts: dict[str, Any], out: Path) -> dict[str
         "pca_variance_kept": {str(k): round(float(eig[:k].sum() / eig.sum()), 4) for k in (16, 32, 64)},
         "float_mean_pooled_raw": float_map(q, db, data),
         "float_mean_pooled_centred": float_map(q - mean, db - mean, data),
-        "float_pca_k": pca_float_maps(clips, q, db, data),
+        "float_pca_k": pca_float_maps(data, q, db, opts, out),
     }
     res.update(shallow_maps(data, opts, out))
     return res
@@ -155,7 +188,7 @@ def conmh_run(data: RetrievalData, opts: dict[str, Any], out: Path, overrides: l
     model, _ = pipeline.train(cfg, data)
     train_s = time.perf_counter() - t0
     if keep_model is not None:
-        keep_model.append(model)
+        keep_model.append((model, cfg))
     q, db = pipeline.encode_splits(model, data, cfg)
     rows = pipeline.evaluate_codes(q, db, data.query_labels, data.database_labels, cfg.eval, DATASET, "conmh", BITS)
     return {"overrides": overrides, "train_s": round(train_s, 1), "epochs": cfg.train.epochs,
@@ -180,40 +213,20 @@ def part_curve(data: RetrievalData, opts: dict[str, Any], out: Path, epochs: lis
     return {str(e): conmh_run(data, opts, out / "curve", [f"train.epochs={e}"]) for e in sorted(epochs)}
 
 
-@torch.no_grad()
-def conmh_views(model: Any, split: Dataset) -> dict[str, np.ndarray]:
-    """Mean-over-frames float encoder output and pre-sign code, and the binary video code, of a split."""
-    model.eval()
-    feats = torch.from_numpy(frame_matrix(split)).float()
-    tokens = model._embed(feats)
-    for blk in model.encoder_blocks:
-        tokens = blk(tokens)
-    hidden = model.encoder_head(model.encoder_norm(tokens))
-    pre = model.hash_norm(model.hash_fc(hidden))
-    return {"encoder_output": hidden.mean(1).numpy(), "pre_sign_code": pre.mean(1).numpy(),
-            "code": model.encode({"feats": feats}).numpy()}
-
-
-def bit_usage(codes: np.ndarray) -> dict[str, float]:
-    """How a code set uses its bits: balance (|mean| of each ±1 bit) and pairwise |correlation|."""
-    corr = np.abs(np.corrcoef(codes.T))
-    off = corr[~np.eye(len(corr), dtype=bool)]
-    return {"mean_abs_bit_mean": round(float(np.abs(codes.mean(0)).mean()), 4),
-            "mean_abs_bit_correlation": round(float(np.nanmean(off)), 4),
-            "bit_pairs_correlated_above_0.5": round(float(np.mean(off > 0.5)), 4),
-            "distinct_codes_fraction": round(len({r.tobytes() for r in codes}) / len(codes), 4)}
-
-
 def part_representation(data: RetrievalData, opts: dict[str, Any], out: Path, epochs: int) -> dict[str, Any]:
     kept: list[Any] = []
     res: dict[str, Any] = {"binary": conmh_run(data, opts, out / "representation", [f"train.epochs={epochs}"], kept)}
-    qv, dv = conmh_views(kept[0], data.query), conmh_views(kept[0], data.db)
-    for name in ("encoder_output", "pre_sign_code"):
-        res[f"float_{name}"] = float_map(qv[name], dv[name], data)
-    res["conmh_bits"] = bit_usage(dv["code"])
+    model, conmh_cfg = kept[0]
+    model.eval()
+    maps = diagnostics.representation_maps(model.features, data.query, data.db, data.query_labels,
+                                           data.database_labels, KS)
+    for name, value in maps.items():
+        res[f"float_{name}"] = {k: round(v, 4) for k, v in value.items()}
+    rounded = lambda d: {k: round(v, 4) for k, v in d.items()}  # noqa: E731
+    res["conmh_bits"] = rounded(diagnostics.bit_usage(pipeline.encode_splits(model, data, conmh_cfg)[1]))
     itq_cfg = shallow_config("itq", BITS, DATASET, out, opts, 0)
     itq, _ = pipeline.train(itq_cfg, data)
-    res["itq_bits"] = bit_usage(pipeline.encode_splits(itq, data, itq_cfg)[1])
+    res["itq_bits"] = rounded(diagnostics.bit_usage(pipeline.encode_splits(itq, data, itq_cfg)[1]))
     res["input_mean_pooled"] = float_map(frame_matrix(data.query).mean(1), frame_matrix(data.db).mean(1), data)
     return res
 
@@ -254,8 +267,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result = part_curve(data, opts, work / "runs", [int(e) for e in args.epochs.split(",")])
     doc = read_previous(args.out)
     doc.setdefault(args.benchmark, {})[args.part] = {"result": result, "seconds": round(time.perf_counter() - t0, 1),
-                                                     "machine": machine_info(torch.device("cpu"))}
-    write_results(args.out, doc, {args.part: result})
+                                                     "machine": machine_info()}
+    atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")
+    print(json.dumps({args.part: result}, indent=2))
     return result
 
 
