@@ -7,7 +7,6 @@ found in the ``shared`` folder beside the repository root, or wherever ``BITSEEK
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,30 +90,11 @@ def build_toy_data(cfg: ToyDataConfig) -> RetrievalData:
     return RetrievalData(ToyFeats(x), ToyFeats(x[:10]), ToyFeats(x), labels[:10], labels)
 
 
-@contextlib.contextmanager
-def scoped_entry(registry: Any, name: str, factory: Callable[..., Any], config_cls: type) -> Iterator[None]:
-    """Register ``name`` in ``registry`` for a ``with`` block and restore the previous state after."""
-    if hasattr(registry, "registered"):
-        with registry.registered(name, factory, config_cls):
-            yield
-        return
-    # Until every Registry has ``registered``: the same contract by hand.
-    registry.names()
-    previous = registry._entries.pop(name, None)
-    registry.register(name, config_cls)(factory)
-    try:
-        yield
-    finally:
-        registry._entries.pop(name, None)
-        if previous is not None:
-            registry._entries[name] = previous
-
-
 @pytest.fixture(autouse=True)
 def toy_entries() -> Iterator[None]:
     """``toy-model`` and ``toy-data`` exist for the duration of each test, and only then."""
-    with scoped_entry(MODELS, "toy-model", build_toy_model, ToyModelConfig), \
-            scoped_entry(DATASETS, "toy-data", build_toy_data, ToyDataConfig):
+    with MODELS.registered("toy-model", build_toy_model, ToyModelConfig), \
+            DATASETS.registered("toy-data", build_toy_data, ToyDataConfig):
         yield
 
 
