@@ -6,12 +6,15 @@ The CLI and the demos call these; nothing here parses arguments or prints tables
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+import bitseek
 
 from bitseek.atomic import atomic_write_text
 from bitseek.codes import CodeSet
@@ -47,6 +50,7 @@ def train(cfg: ExperimentConfig, data: RetrievalData | None = None) -> tuple[Any
     if is_deep(model):
         Trainer(model, cfg, data).fit()
     else:
+        ckpt.check_run_folder(cfg.to_dict(), cfg.out_dir)  # never refit over a different run
         t0 = time.perf_counter()
         model.fit(collect_features(data.train))
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
@@ -57,14 +61,32 @@ def train(cfg: ExperimentConfig, data: RetrievalData | None = None) -> tuple[Any
 
 
 def load_trained(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> Any:
-    """The final model of a run (or an explicit checkpoint folder)."""
-    path = Path(checkpoint or cfg.eval.checkpoint or cfg.out_dir / "model")
-    if not (path / "config.json").exists():
-        last = ckpt.last_checkpoint(cfg.out_dir)
-        if last is None:
-            raise ConfigError(f"no trained model at {path}; run `bitseek train` first or pass --checkpoint")
-        path = last
-    return ckpt.load_model(path)
+    """The final model of a run, or the explicit checkpoint folder given (which must exist).
+
+    The loaded model carries ``checkpoint_info`` (path, epoch, checksum, versions) so that metrics files
+    record what was scored. Only without an explicit path does a run lacking ``model/`` fall back to its
+    last checkpoint, and that fallback is reported.
+    """
+    explicit = checkpoint or cfg.eval.checkpoint
+    if explicit:
+        path = Path(explicit)
+        if not (path / "config.json").exists():
+            flag = "--checkpoint" if checkpoint else "eval.checkpoint"
+            what = "does not exist" if not path.exists() else "is not a model folder (no config.json)"
+            raise ConfigError(f"{flag} {path}: {what}; give a run's model/ folder or one of its "
+                              "checkpoints/epoch-N folders")
+    else:
+        path = cfg.out_dir / "model"
+        if not (path / "config.json").exists():
+            last = ckpt.last_checkpoint(cfg.out_dir)
+            if last is None:
+                raise ConfigError(f"no trained model at {path}; run `bitseek train` first or pass --checkpoint")
+            logging.getLogger(__name__).warning("%s has no final model (training unfinished?); scoring the last "
+                                                "checkpoint %s", cfg.out_dir, last)
+            path = last
+    model = ckpt.load_model(path)
+    model.checkpoint_info = ckpt.describe_model_folder(path)
+    return model
 
 
 def encode_splits(model: Any, data: RetrievalData, cfg: ExperimentConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -113,5 +135,8 @@ def evaluate(cfg: ExperimentConfig, model: Any, data: RetrievalData, out_dir: Pa
         CodeSet.from_signed(q, attrs={"split": "query", "model": cfg.model.name}).save(out_dir / "query.codes")
         if data.database is not None:
             CodeSet.from_signed(db, attrs={"split": "database", "model": cfg.model.name}).save(out_dir / "database.codes")
-        write_metrics_json(out_dir / "metrics.json", rows, config=dataclasses.asdict(cfg))
+        write_metrics_json(out_dir / "metrics.json", rows, config=dataclasses.asdict(cfg),
+                           scored=getattr(model, "checkpoint_info", None) or {
+                               "path": None, "note": "model in memory, not loaded from a folder",
+                               "bitseek_version": bitseek.__version__, "torch_version": torch.__version__})
     return rows

@@ -148,17 +148,52 @@ def test_file_errors_name_the_file(fcvid):
                         db_labels_key="labels", query_labels_key="labels", train_files=["train_feats.h5", "x.h5"]))
     write_labels(root / "short.mat", "labels", 7, 0)
     with pytest.raises(FileFormatError, match=r"short\.mat: 7 label rows for 9 query videos"):
-        load_data(small("fcvid", root, query_labels=["short.mat"]))
+        load_data(small("fcvid", root, query_labels=["short.mat"])).query_labels
     scipy.io.savemat(root / "transposed.mat", {"labels": np.ones((C, 9))})
     with pytest.raises(FileFormatError, match="looks transposed"):
-        load_data(small("fcvid", root, query_labels=["transposed.mat"]))
+        load_data(small("fcvid", root, query_labels=["transposed.mat"])).query_labels
     write_feats(root / "wide.h5", 9, 5, d=D + 1)
     with pytest.raises(FileFormatError, match=r"wide\.h5: \(frames, dim\) = \(5, 9\)"):
         load_data(small("fcvid", root, query_files=["wide.h5"]))
     write_feats(root / "db.h5", 4, 6)
     write_labels(root / "db.mat", "labels", 4, 7, c=C + 2)
     with pytest.raises(FileFormatError, match="8 classes but the query labels"):
-        load_data(small("fcvid", root, db_files=["db.h5"], db_labels=["db.mat"]))
+        load_data(small("fcvid", root, db_files=["db.h5"], db_labels=["db.mat"])).db_labels
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "text", "short"])
+def test_training_opens_no_label_file(fcvid, damage):
+    """The train split and everything training reads work with the label files absent or broken."""
+    root, _, _ = fcvid
+    lab = root / "fcv_test_labels.mat"
+    if damage == "missing":
+        lab.unlink()
+    elif damage == "empty":
+        lab.write_bytes(b"")
+    elif damage == "text":
+        lab.write_text("not a mat file")
+    else:
+        write_labels(lab, "labels", 7, 0)
+    data = load_data(small("fcvid", root))
+    batch = next(iter(DataLoader(data.train, batch_size=4)))
+    assert batch["feats"].shape == (4, T, D) and len(data.query) == 9
+    assert data.info["frames"] == T
+    with pytest.raises(FileFormatError, match="fcv_test_labels.mat"):
+        data.query_labels
+
+
+def test_labels_load_once_on_first_use(fcvid, monkeypatch):
+    import bitseek.data.video_features as vf
+
+    root, _, lab = fcvid
+    calls = []
+    real = vf.load_label_files
+    monkeypatch.setattr(vf, "load_label_files", lambda *a, **k: calls.append(a) or real(*a, **k))
+    data = load_data(small("fcvid", root))
+    assert calls == []
+    np.testing.assert_array_equal(data.query_labels, lab)
+    assert data.info["num_classes"] == C and data.database_labels is data.query_labels
+    assert len(calls) == 1
 
 
 def test_validate_dataset_scans_every_file(fcvid):

@@ -68,6 +68,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bitseek import pipeline
 
     cfg = _load_cfg(args)
+    if args.new_run:
+        from bitseek.train.checkpoint import next_free_run_dir
+
+        fresh = next_free_run_dir(cfg.out_dir)
+        if fresh != cfg.out_dir:
+            print(f"{cfg.out_dir} is taken; training into {fresh}", file=sys.stderr)
+        cfg.train.out_dir = str(fresh)
     t0 = time.perf_counter()
     pipeline.train(cfg)
     print(f"trained {cfg.name} in {time.perf_counter() - t0:.1f}s -> {cfg.out_dir}")
@@ -105,18 +112,44 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_npy(path: str, what: str) -> np.ndarray:
+    """``np.load`` without pickles; every way a .npy can be wrong is a FileFormatError naming the file."""
+    from bitseek.errors import FileFormatError
+
+    p = Path(path)
+    if not p.exists():
+        raise FileFormatError(f"{p}: no such {what} file")
+    if p.is_dir():
+        raise FileFormatError(f"{p}: is a directory, expected a .npy {what} file")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise FileFormatError(f"{p}: holds Python objects (a pickled object array); {what} must be a "
+                                  "numeric array — refusing to unpickle it") from None
+        raise FileFormatError(f"{p}: not a valid .npy file ({e})") from None
+    except (EOFError, OSError) as e:
+        raise FileFormatError(f"{p}: truncated or not a .npy file ({type(e).__name__}: {e})") from None
+    if not isinstance(arr, np.ndarray):
+        raise FileFormatError(f"{p}: expected one array, got {type(arr).__name__}")
+    return arr
+
+
 def _read_codes(path: str) -> np.ndarray:
     """Codes from a CodeSet file (packed, or ±1/0 when it keeps ternary zeros) or a .npy array."""
     from bitseek.codes import CodeSet
 
     if path.endswith(".npy"):
-        return np.load(path, allow_pickle=False)
+        codes = _load_npy(path, "codes")
+        if codes.ndim != 2:
+            raise BitseekError(f"{path}: codes must be a 2-D (n, bits) array, got shape {codes.shape}")
+        return codes
     return CodeSet.load(path).for_eval()
 
 
 def _read_labels(path: str, key: str | None) -> np.ndarray:
     if path.endswith(".npy"):
-        return np.load(path, allow_pickle=False)
+        return _load_npy(path, "labels")
     if path.endswith(".mat"):
         from bitseek.data.video_features import read_labels
 
@@ -129,11 +162,13 @@ def cmd_eval_codes(args: argparse.Namespace) -> int:
     from bitseek.config import EvalConfig
     from bitseek.eval.report import write_metrics_json
 
+    if args.out and Path(args.out).is_dir():
+        raise BitseekError(f"--out {args.out}: is a directory; give the metrics JSON file to write")
     q = _read_codes(args.query)
     db = _read_codes(args.db) if args.db else q
     ql = _read_labels(args.query_labels, args.label_key)
     dbl = _read_labels(args.db_labels, args.label_key) if args.db_labels else ql
-    ev = EvalConfig(protocol=args.protocol, ks=[int(k) for k in args.ks.split(",")], topk=args.topk, ties=args.ties)
+    ev = EvalConfig(protocol=args.protocol, ks=list(args.ks), topk=args.topk, ties=args.ties)
     bits = q.shape[1] * 8 if q.dtype == np.uint8 else q.shape[1]
     rows = pipeline.evaluate_codes(q, db, ql, dbl, ev, dataset=args.dataset, method=args.method, bits=bits)
     _print_rows(rows)
@@ -224,6 +259,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _int_list(text: str) -> list[int]:
+    """``5,10,20`` -> [5, 10, 20]; anything else is an argparse usage error naming the flag."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 5,10,20; got {text!r}") \
+            from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one cut-off, got {text!r}")
+    return values
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -234,13 +281,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _global_flags(p: argparse.ArgumentParser, suppress: bool, verbose: bool = True) -> None:
+    """--debug/--quiet/--verbose, accepted before or after the command (after: no default, so no overwrite)."""
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    p.add_argument("--debug", action="store_true", default=d(False),
+                   help="show the Python traceback of an error (also BITSEEK_DEBUG=1)")
+    p.add_argument("-q", "--quiet", action="store_true", default=d(False),
+                   help="only errors on stderr; no progress bars")
+    if verbose:
+        p.add_argument("-v", "--verbose", dest="log_verbose", action="store_true", default=d(False),
+                       help="debug-level log messages")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bitseek", description="Learned binary codes for video and image retrieval.")
     p.add_argument("--version", action="version", version=f"bitseek {__import__('bitseek').__version__}")
+    _global_flags(p, suppress=False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
+        _global_flags(sp, suppress=True, verbose=name != "list")  # `list -v` already means descriptions
         sp.set_defaults(func=fn, parser=sp)
         return sp
 
@@ -255,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("train", cmd_train, "train a model from an experiment config (resumes automatically)")
     _add_config_args(sp)
+    sp.add_argument("--new-run", action="store_true",
+                    help="train into a fresh folder (out_dir-2, -3, …) if out_dir already holds a run")
 
     sp = add("eval", cmd_eval, "encode query/database with a trained model and evaluate")
     _add_config_args(sp)
@@ -274,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--db-labels", default=None)
     sp.add_argument("--label-key", default=None, help="variable name inside .mat label files")
     sp.add_argument("--protocol", default="map_at_k", choices=["map_at_k", "map_at_topk"])
-    sp.add_argument("--ks", default="5,10,20,40,60,80,100")
+    sp.add_argument("--ks", type=_int_list, default=[5, 10, 20, 40, 60, 80, 100],
+                    help="comma-separated cut-offs (default 5,10,20,40,60,80,100)")
     sp.add_argument("--topk", type=int, default=0, help="map_at_topk cut-off (0 = all)")
     sp.add_argument("--ties", default="stable", choices=["stable", "numpy"])
     sp.add_argument("--dataset", default="custom")
@@ -326,12 +390,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user's mistake is one line on stderr and exit code 2; a traceback only with --debug."""
+    import os
+
+    from bitseek.progress import configure, setup_logging
+
     args = parse_args(argv)
+    debug = bool(args.debug) or os.environ.get("BITSEEK_DEBUG", "") not in ("", "0")
+    quiet = bool(args.quiet)
+    setup_logging(-1 if quiet else 1 if getattr(args, "log_verbose", False) else 0)
+    configure(quiet=quiet)
+
+    def fail(message: str, code: int) -> int:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"bitseek {args.command}: error: {message}", file=sys.stderr)
+        return code
+
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+        return rc
+    except BrokenPipeError:
+        # `bitseek search … | head`: the reader is gone; stop quietly like any Unix tool
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     except BitseekError as e:
-        print(f"bitseek {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return fail(str(e), 2)
+    except OSError as e:
+        if e.filename is None:
+            raise
+        where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+        return fail(f"{where}: {e.strerror or e}", 2)
+    except MemoryError:
+        return fail("out of memory (an input file asking for a huge allocation is corrupt or crafted; "
+                    "otherwise lower the batch size)", 2)
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is kept and `bitseek train` resumes from it", file=sys.stderr)
         return 130

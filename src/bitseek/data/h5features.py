@@ -61,10 +61,16 @@ def _open_h5(path: Path) -> h5py.File:
 
 
 def _dataset(fh: h5py.File, path: Path, key: str) -> h5py.Dataset:
-    if key not in fh:
-        keys = ", ".join(sorted(fh.keys())) or "none"
-        raise FileFormatError(f"{path}: no dataset {key!r} (keys in file: {keys})")
-    ds = fh[key]
+    try:
+        present = key in fh
+        if not present:
+            keys = ", ".join(sorted(fh.keys())) or "none"
+            raise FileFormatError(f"{path}: no dataset {key!r} (keys in file: {keys})")
+        ds = fh[key]
+    except FileFormatError:
+        raise
+    except (KeyError, OSError, RuntimeError, ValueError) as e:  # h5py's report of damaged object headers
+        raise FileFormatError(f"{path}: cannot open dataset {key!r} (truncated or corrupt file?): {e}") from None
     if not isinstance(ds, h5py.Dataset):
         raise FileFormatError(f"{path}: {key!r} is a group, expected a (videos, frames, dim) dataset")
     return ds
@@ -158,6 +164,9 @@ class H5Shards:
         self.file_frames = first.frames
         self.frames = first.frames if self._frame_idx is None else int(max_frames)
         self._offsets = np.cumsum([0] + [s.rows for s in self.shards]).astype(np.int64)
+        if int(self._offsets[-1]) == 0:
+            names = ", ".join(str(s.path) for s in self.shards)
+            raise FileFormatError(f"{names}: holds 0 videos (dataset {key!r} has no rows); check the file")
         total = int(self._offsets[-1])
         self._len = total if limit <= 0 else min(total, int(limit))
         self._handles: dict[int, h5py.Dataset] = {}

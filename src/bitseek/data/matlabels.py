@@ -33,8 +33,9 @@ def mat_version(path: Path) -> str:
         return "v73"
     try:
         major, _ = scipy.io.matlab.matfile_version(str(path))
-    except (ValueError, OSError, TypeError) as e:
-        raise FileFormatError(f"{path}: not a MATLAB .mat file ({e})") from None
+    except Exception as e:  # scipy raises MatReadError (empty/text), IndexError (cut header), ValueError …
+        raise FileFormatError(f"{path}: not a MATLAB .mat file (empty, truncated header or another format: "
+                              f"{type(e).__name__}: {e})") from None
     if major in (0, 1):
         return "v5"
     raise FileFormatError(f"{path}: unsupported MAT-file version {major}")
@@ -59,12 +60,13 @@ def _as_matrix(value: Any, path: Path, key: str) -> np.ndarray:
 def _load_v5(path: Path, key: str) -> np.ndarray:
     try:
         mat = scipy.io.loadmat(str(path), variable_names=[key])
-    except (ValueError, OSError, TypeError, EOFError) as e:
-        raise FileFormatError(f"{path}: cannot read MAT file (truncated or corrupt?): {e}") from None
+    except Exception as e:  # any failure of scipy's parser means a damaged file (zlib, struct, MatReadError …)
+        raise FileFormatError(f"{path}: cannot read MAT file (truncated or corrupt?): {type(e).__name__}: {e}") \
+            from None
     if key not in mat:
         try:
             names = [w[0] for w in scipy.io.whosmat(str(path))]
-        except (ValueError, OSError, TypeError, EOFError):
+        except Exception:  # the listing is only a hint in the error message
             names = []
         raise FileFormatError(f"{path}: no variable {key!r} (variables: {', '.join(names) or 'none'})")
     return _as_matrix(mat[key], path, key)
@@ -79,8 +81,8 @@ def _load_v73(path: Path, key: str) -> np.ndarray:
         if key not in fh:
             names = [k for k in fh.keys() if not k.startswith("#")]
             raise FileFormatError(f"{path}: no variable {key!r} (variables: {', '.join(names) or 'none'})")
-        node = fh[key]
         try:
+            node = fh[key]
             if isinstance(node, h5py.Group):
                 if "MATLAB_sparse" not in node.attrs or not {"data", "ir", "jc"} <= set(node.keys()):
                     raise FileFormatError(f"{path}: variable {key!r} is a struct/cell, not a label matrix")
@@ -96,7 +98,9 @@ def _load_v73(path: Path, key: str) -> np.ndarray:
             if cls in ("cell", "struct", "char"):
                 raise FileFormatError(f"{path}: variable {key!r} is a MATLAB {cls}, not a label matrix")
             data = np.asarray(node[()])
-        except OSError as e:
+        except FileFormatError:
+            raise
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:  # h5py reports damage as any of these
             raise FileFormatError(f"{path}: cannot read variable {key!r} (corrupt file?): {e}") from None
     if data.ndim != 2:
         raise FileFormatError(f"{path}: variable {key!r} has shape {data.shape}; expected a 2-D matrix")
@@ -114,7 +118,7 @@ def mat_variables(path: str | os.PathLike[str]) -> list[str]:
             raise FileFormatError(f"{p}: cannot open v7.3 MAT file (truncated or corrupt?): {e}") from None
     try:
         return [w[0] for w in scipy.io.whosmat(str(p))]
-    except (ValueError, OSError, TypeError, EOFError) as e:
+    except Exception as e:  # see _load_v5
         raise FileFormatError(f"{p}: cannot read MAT file (truncated or corrupt?): {e}") from None
 
 

@@ -258,8 +258,87 @@ def _labels(paths: list[Path], key: str, rows: int, what: str) -> np.ndarray:
     return lab
 
 
+class _LabelLoader:
+    """Reads and checks the query/database label files once, on first use (the evaluator's, never training's)."""
+
+    def __init__(self, load: Any) -> None:
+        self._load = load
+        self._value: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    def get(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._value is None:
+            self._value = self._load()
+        return self._value
+
+    def query(self) -> np.ndarray:
+        return self.get()[0]
+
+    def database(self) -> np.ndarray | None:
+        return self.get()[1]
+
+
+class _LazyLabels:
+    """A data descriptor: the field holds a zero-argument loader until it is first read."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_lazy_" + name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__.get(self.slot)
+        if callable(value):
+            value = value()
+            obj.__dict__[self.slot] = value
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = value
+
+
+@dataclasses.dataclass
+class VideoRetrievalData(RetrievalData):
+    """:class:`RetrievalData` whose label matrices are read only when something asks for them.
+
+    Training touches only ``train``, so it opens no label file (a missing or damaged label file is an
+    error at evaluation, where it matters, and not a reason to refuse a self-supervised training run).
+    """
+
+
+VideoRetrievalData.query_labels = _LazyLabels()  # type: ignore[assignment]
+VideoRetrievalData.db_labels = _LazyLabels()  # type: ignore[assignment]
+VideoRetrievalData.query_labels.__set_name__(VideoRetrievalData, "query_labels")  # type: ignore[attr-defined]
+VideoRetrievalData.db_labels.__set_name__(VideoRetrievalData, "db_labels")  # type: ignore[attr-defined]
+
+
+class _LabelInfo(dict):
+    """``info`` whose label statistics (``num_classes``, ``unlabelled_queries``) load the labels on demand."""
+
+    _LABEL_KEYS = ("num_classes", "unlabelled_queries")
+
+    def __init__(self, labels: _LabelLoader, base: dict[str, Any]) -> None:
+        super().__init__(base)
+        self._labels = labels
+
+    def _fill(self) -> None:
+        q, _ = self._labels.get()
+        self["num_classes"] = int(q.shape[1]) if q.ndim == 2 else int(q.max()) + 1
+        self["unlabelled_queries"] = int((q.sum(axis=1) == 0).sum()) if q.ndim == 2 else 0
+
+    def __missing__(self, key: str) -> Any:
+        if key in self._LABEL_KEYS:
+            self._fill()
+            return self[key]
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self._LABEL_KEYS and not dict.__contains__(self, key):
+            self._fill()
+        return dict.get(self, key, default)
+
+
 def load_video_features(cfg: VideoFeaturesConfig) -> RetrievalData:
-    """Open every split of a frame-feature dataset lazily and load its evaluation labels."""
+    """Open every split of a frame-feature dataset lazily; labels are read on first use (by the evaluator)."""
     cfg = _resolved(cfg)
     if cfg.batch_size < 1:
         raise ConfigError(f"data.batch_size must be >= 1, got {cfg.batch_size}")
@@ -278,7 +357,7 @@ def load_video_features(cfg: VideoFeaturesConfig) -> RetrievalData:
     root = Path(os.path.expanduser(cfg.root)) if cfg.root else None
     groups = {k: _paths(root, getattr(cfg, k))
               for k in ("train_files", "query_files", "db_files", "query_labels", "db_labels")}
-    _check_exists(cfg, groups)
+    _check_exists(cfg, {k: v for k, v in groups.items() if not k.endswith("labels")})
 
     def shards(files: list[Path], limit: int = 0) -> H5Shards:
         return H5Shards(files, key=cfg.feats_key, feature_dim=cfg.feature_dim, max_frames=cfg.max_frames,
@@ -293,14 +372,19 @@ def load_video_features(cfg: VideoFeaturesConfig) -> RetrievalData:
                 f"{other.paths[0]}: (frames, dim) = ({other.file_frames}, {other.dim}) but the training files "
                 f"have ({train.file_frames}, {train.dim})"
             )
-    q_lab = _labels(groups["query_labels"], cfg.query_labels_key, len(query), "query")
-    d_lab = _labels(groups["db_labels"], cfg.db_labels_key, len(db), "database") if db is not None else None
-    if d_lab is not None and d_lab.shape[1] != q_lab.shape[1]:
-        raise FileFormatError(
-            f"{groups['db_labels'][0]}: {d_lab.shape[1]} classes but the query labels "
-            f"({groups['query_labels'][0]}) have {q_lab.shape[1]}"
-        )
-    info: dict[str, Any] = {
+    def load_labels() -> tuple[np.ndarray, np.ndarray | None]:
+        _check_exists(cfg, {k: groups[k] for k in ("query_labels", "db_labels")})
+        q_lab = _labels(groups["query_labels"], cfg.query_labels_key, len(query), "query")
+        d_lab = _labels(groups["db_labels"], cfg.db_labels_key, len(db), "database") if db is not None else None
+        if d_lab is not None and d_lab.shape[1] != q_lab.shape[1]:
+            raise FileFormatError(
+                f"{groups['db_labels'][0]}: {d_lab.shape[1]} classes but the query labels "
+                f"({groups['query_labels'][0]}) have {q_lab.shape[1]}"
+            )
+        return q_lab, d_lab
+
+    labels = _LabelLoader(load_labels)
+    info: dict[str, Any] = _LabelInfo(labels, {
         "dataset": cfg.name,
         "kind": "video-features",
         "frames": train.frames,
@@ -309,22 +393,20 @@ def load_video_features(cfg: VideoFeaturesConfig) -> RetrievalData:
         "num_train": len(train),
         "num_query": len(query),
         "num_database": len(query) if db is None else len(db),
-        "num_classes": int(q_lab.shape[1]),
         "queries_are_database": db is None,
-        "unlabelled_queries": int((q_lab.sum(axis=1) == 0).sum()),
         "files": {k: [str(p) for p in v] for k, v in groups.items() if v},
-    }
+    })
     if preset is not None:
         info.update(protocol=preset.protocol, source=preset.source, published_sizes=dict(preset.sizes))
     else:
         info["protocol"] = ("queries are the database (all-vs-all, self-match counted)" if db is None
                             else "separate query and database files")
-    return RetrievalData(
+    return VideoRetrievalData(
         train=VideoFeatureDataset(train),
         query=VideoFeatureDataset(query),
         database=None if db is None else VideoFeatureDataset(db),
-        query_labels=q_lab,
-        db_labels=d_lab,
+        query_labels=labels.query,  # type: ignore[arg-type]
+        db_labels=labels.database if db is not None else None,  # type: ignore[arg-type]
         info=info,
     )
 
