@@ -244,8 +244,22 @@ register_model = MODELS.register
 register_dataset = DATASETS.register
 
 
-def create_model(cfg_or_name: Any, **kwargs: Any) -> Any:
-    return MODELS.create(cfg_or_name, **kwargs)
+def create_model(cfg_or_name: Any, *, pretrained: bool = True, **kwargs: Any) -> Any:
+    """Build a registered model; with ``pretrained`` also load the initialisation weights it asks for.
+
+    A model names the files it wants by part (``pretrained_sources() -> {"backbone": path}``); they are
+    read here by the one weights reader and handed over (``load_pretrained(part, state_dict, source)``),
+    so models never open files. Rebuilding a trained checkpoint passes ``pretrained=False``: the
+    checkpoint already holds every weight.
+    """
+    model = MODELS.create(cfg_or_name, **kwargs)
+    sources = getattr(model, "pretrained_sources", None)
+    if pretrained and callable(sources):
+        from bitseek.weights import read_state_dict
+
+        for part, path in sources().items():
+            model.load_pretrained(part, read_state_dict(path), str(path))
+    return model
 
 
 def list_models(pattern: str = "*") -> list[str]:

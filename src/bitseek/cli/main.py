@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--radius", type=int, default=None)
     sp.add_argument("--out", default=None, help="JSON results file (default: print)")
 
-    sp = add("convert", cmd_convert, "import an official released checkpoint (ConMH, WSCH) into a bitseek one")
+    sp = add("convert", cmd_convert, "import an official released checkpoint into a bitseek one (`bitseek list converters`)")
     _add_config_args(sp)
     sp.add_argument("--src", required=True, help="the authors' .pth file")
     sp.add_argument("--out", required=True, help="checkpoint folder to write")

@@ -111,9 +111,13 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
     for k in data:
         if k not in flds:
             raise ConfigError(f"{where}: unknown key {k!r}{suggest(str(k), list(flds))}")
+    auto = getattr(cls, "INPUT_SPEC", None) or {}  # input fields that may say `auto` (filled from the data)
     kwargs: dict[str, Any] = {}
     for name, f in flds.items():
         if name in data:
+            if name in auto and isinstance(data[name], str) and data[name].strip().lower() == "auto":
+                kwargs[name] = 0
+                continue
             kwargs[name] = coerce(data[name], hints[name], f"{where}.{name}")
         elif f.default is MISSING and f.default_factory is MISSING:  # type: ignore[misc]
             raise ConfigError(f"{where}: missing required key {name!r}")

@@ -21,7 +21,7 @@ so its released checkpoints import with :func:`bitseek.models.convert.load_offic
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,7 @@ from bitseek.models.layers.position import sinusoid_table
 from bitseek.models.layers.transformer import Block, xavier_init_
 from bitseek.models.masking import FrameMask, complementary_masks, gather_frames, num_visible
 from bitseek.models.convert import rename_by_prefix
+from bitseek.models.spec import AUTO, InputField, require_resolved
 from bitseek.registry import CONVERTERS, register_model
 
 # Official ``transformer_type`` presets: encoder (depth, heads); the decoder is always 2 x 192 x 3.
@@ -67,6 +68,12 @@ class ConMHConfig:
     tau_plus: float = 0.1  # DCL class prior (0.1 FCVID/YFCC, 0.05 ActivityNet)
     transformer_type: str = ""  # "" = use depth/heads; small | base | large | mini = official preset
 
+    #: feature_dim must equal the data's; max_frames (the position table) must cover the data's frames
+    INPUT_SPEC: ClassVar[dict[str, InputField]] = {
+        "feature_dim": InputField("feature_dim"),
+        "max_frames": InputField("frames", "at_least", "data.max_frames (frames per video)"),
+    }
+
     def __post_init__(self) -> None:
         if self.transformer_type:
             if self.transformer_type not in PRESETS:
@@ -83,19 +90,19 @@ class ConMHConfig:
                     "depth": self.depth, "heads": self.heads, "decoder_dim": self.decoder_dim,
                     "decoder_depth": self.decoder_depth, "decoder_heads": self.decoder_heads}
         for key, value in positive.items():
-            if value < 1:
+            if value < 1 and not (key == "feature_dim" and value == AUTO):
                 raise ConfigError(f"model.{key} must be >= 1, got {value}")
         if self.heads > self.hidden_size or self.decoder_heads > self.decoder_dim:
             raise ConfigError(f"model: more heads than channels (heads={self.heads}, hidden_size={self.hidden_size}, "
                               f"decoder_heads={self.decoder_heads}, decoder_dim={self.decoder_dim})")
-        if self.max_frames < 2:
+        if self.max_frames < 2 and self.max_frames != AUTO:
             raise ConfigError(f"model.max_frames must be >= 2, got {self.max_frames}")
         if self.mlp_ratio <= 0:
             raise ConfigError(f"model.mlp_ratio must be > 0, got {self.mlp_ratio}")
         if not 0.0 < self.mask_prob < 1.0:
             raise ConfigError(f"model.mask_prob must be in (0, 1), got {self.mask_prob}")
         masked = int(self.mask_prob * self.max_frames)
-        if masked < 1 or masked >= self.max_frames:
+        if self.max_frames != AUTO and (masked < 1 or masked >= self.max_frames):
             raise ConfigError(f"model.mask_prob={self.mask_prob} masks {masked} of {self.max_frames} frames; "
                               "need at least one masked and one visible frame")
         if self.temperature <= 0:
@@ -111,6 +118,7 @@ class ConMH(HashModel):
 
     def __init__(self, cfg: ConMHConfig) -> None:
         super().__init__()
+        require_resolved(cfg, "ConMH")
         self.cfg = cfg
         self.bits = cfg.bits
         h, d = cfg.hidden_size, cfg.decoder_dim

@@ -10,7 +10,6 @@ weights strictly into a freshly built model.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -19,12 +18,13 @@ from torch import Tensor
 
 from bitseek.errors import FileFormatError, InputError
 from bitseek.registry import CONVERTERS, MODELS
+from bitseek.weights import WRAPPER_KEYS, read_state_dict, read_torch_file, unwrap_state_dict
 
 StateDict = dict[str, Tensor]
 Converter = Callable[[Mapping[str, Tensor]], StateDict]
 
-# Keys under which training scripts commonly nest the weights in a checkpoint dict.
-_WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "berthash")  # berthash: WSCH's train.py
+__all__ = ["WRAPPER_KEYS", "convert_state_dict", "load_official", "read_checkpoint", "register_converter",
+           "rename_by_prefix", "unwrap_checkpoint"]
 
 
 def register_converter(name: str) -> Callable[[Converter], Converter]:
@@ -33,28 +33,9 @@ def register_converter(name: str) -> Callable[[Converter], Converter]:
 
 
 def unwrap_checkpoint(obj: Any, where: str = "checkpoint") -> StateDict:
-    """The flat tensor state dict inside a loaded checkpoint.
-
-    Accepts a bare state dict or one nested under ``model_state_dict`` / ``state_dict`` / ``model``
-    (ConMH saves ``{'model_state_dict': ...}``, plus ``epoch`` and ``optimizer_state_dict`` in
-    ``model.pth``), and strips the ``module.`` prefix that ``nn.DataParallel`` adds.
-    """
-    if not isinstance(obj, Mapping):
-        raise FileFormatError(f"{where}: expected a dict of tensors, got {type(obj).__name__}")
-    for key in _WRAPPER_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
-            obj = inner
-            break
-    bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
-    if bad:
-        raise FileFormatError(f"{where}: no state dict found; non-tensor entries {bad[:5]} "
-                              f"(expected the weights at top level or under one of {_WRAPPER_KEYS})")
-    if not obj:
-        raise FileFormatError(f"{where}: the state dict is empty")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return dict(obj)
+    """The flat tensor state dict inside a loaded checkpoint (:func:`bitseek.weights.unwrap_state_dict`:
+    one list of wrapper keys, ``module.`` prefixes stripped)."""
+    return unwrap_state_dict(obj, where)
 
 
 def convert_state_dict(name: str, state_dict: Mapping[str, Tensor]) -> StateDict:
@@ -66,15 +47,11 @@ def convert_state_dict(name: str, state_dict: Mapping[str, Tensor]) -> StateDict
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> StateDict:
-    """Read a ``.pth``/``.pt`` file safely (tensors and plain containers only) and unwrap it."""
+    """Read a released ``.pth``/``.pt`` (weights-only, whatever its suffix) or ``.safetensors`` file, unwrapped."""
     p = Path(path)
-    if not p.is_file():
-        raise FileFormatError(f"{p}: checkpoint file does not exist")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise FileFormatError(f"{p}: cannot read as a weights-only torch checkpoint ({e})") from None
-    return unwrap_checkpoint(obj, str(p))
+    if p.suffix.lower() == ".safetensors":
+        return read_state_dict(p)
+    return unwrap_state_dict(read_torch_file(p), str(p))
 
 
 def load_official(path: str | os.PathLike[str], cfg: Any) -> torch.nn.Module:
@@ -87,7 +64,7 @@ def load_official(path: str | os.PathLike[str], cfg: Any) -> torch.nn.Module:
     if name is None:
         raise InputError(f"load_official: config {type(cfg).__name__} has no 'name'")
     converted = convert_state_dict(name, read_checkpoint(path))
-    model = MODELS.create(cfg)
+    model = MODELS.create(cfg)  # no initialisation weights: the released checkpoint holds every one
     expected = model.state_dict()
     missing = sorted(set(expected) - set(converted))
     unexpected = sorted(set(converted) - set(expected))

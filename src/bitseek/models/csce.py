@@ -27,7 +27,7 @@ See ``docs/csce.md`` for every difference between the paper and the released cod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ from bitseek.losses.orthohash import OrthoHashLoss
 from bitseek.models.backbones import Backbone, build_backbone
 from bitseek.models.base import HashModel
 from bitseek.models.hash_centers import make_hash_centers
+from bitseek.models.spec import AUTO, InputField, require_resolved
 from bitseek.models.layers.attention2d import MultiAtrous, SpatialAttention2d
 from bitseek.registry import CONVERTERS, register_model
 
@@ -82,6 +83,24 @@ class CSCEConfig:
     quan: float = 1.0
     quan_type: str = "cs"  # cs | l1 | l2
     center_seed: int = 0  # seed of the random centres used when classes > 2·bits
+
+    #: the crop the network is built for must be the crop the data pipeline produces
+    INPUT_SPEC: ClassVar[dict[str, InputField]] = {"image_size": InputField("image_size")}
+
+    def __post_init__(self) -> None:
+        if self.bits < 2:
+            raise ConfigError(f"model.bits must be >= 2, got {self.bits}")
+        if self.num_classes < 2:
+            raise ConfigError(f"model.num_classes must be >= 2, got {self.num_classes}")
+        if self.image_size < 1 and self.image_size != AUTO:
+            raise ConfigError(f"model.image_size must be positive (or auto), got {self.image_size}")
+        if self.local_dim < 0:
+            raise ConfigError(f"model.local_dim must be >= 0 (0 = stage-3 channels), got {self.local_dim}")
+        if self.signt < 0:
+            raise ConfigError(f"model.signt must be >= 0, got {self.signt}")
+        if not self.window_sizes or min(self.window_sizes) < 1:
+            raise ConfigError(f"model.window_sizes must be positive integers, got {list(self.window_sizes)}")
+        dsf_balance_value(self.dsf_balance, self.bits)
 
 
 # --------------------------------------------------------------------------- functional pieces
@@ -193,11 +212,12 @@ class CSCENet(HashModel):
 
     def __init__(self, cfg: CSCEConfig, backbone: Backbone | None = None) -> None:
         super().__init__()
-        _validate(cfg)
+        require_resolved(cfg, "CSCE-Net")
         self.cfg = cfg
         self.bits = cfg.bits
+        # randomly initialised here: ``cfg.weights`` is read by the caller (``create_model``), never by the model
         self.backbone = backbone if backbone is not None else build_backbone(
-            cfg.backbone, cfg.weights or None, image_size=cfg.image_size, **cfg.backbone_args)
+            cfg.backbone, None, image_size=cfg.image_size, **cfg.backbone_args)
         c3, c4 = self.backbone.out_channels
         dim = cfg.local_dim or c3
         _, (h4, w4) = self.backbone.feature_sizes(cfg.image_size)
@@ -221,6 +241,17 @@ class CSCENet(HashModel):
         self.criterion = OrthoHashLoss(s=cfg.s, m=cfg.m, margin_type=cfg.margin_type, elastic_std=cfg.elastic_std,
                                        multilabel=cfg.multilabel, multilabel_loss=cfg.multilabel_loss, ce=cfg.ce,
                                        quan=cfg.quan, quan_type=cfg.quan_type, clip_codes=True)
+
+    # ------------------------------------------------------------------ pretrained parts
+    def pretrained_sources(self) -> dict[str, str]:
+        """Initialisation weights this model wants, by part: ``{"backbone": cfg.weights}`` when set."""
+        return {"backbone": self.cfg.weights} if self.cfg.weights else {}
+
+    def load_pretrained(self, part: str, state_dict: dict[str, Tensor], source: str) -> None:
+        """Load an initialisation state dict (torchvision/timm naming) read by the caller."""
+        if part != "backbone":
+            raise InputError(f"CSCE-Net has no pretrained part {part!r} (only 'backbone')")
+        self.backbone.load_pretrained_state(state_dict, source)
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: Tensor) -> dict[str, Tensor]:
@@ -258,22 +289,6 @@ class CSCENet(HashModel):
             raise InputError(f"CSCE-Net encode needs batch key 'image', got {sorted(batch)}")
         out = self(batch["image"])
         return dynamic_sign(out["codes"].float(), out["threshold"].float(), self.balance)
-
-
-def _validate(cfg: CSCEConfig) -> None:
-    if cfg.bits < 2:
-        raise ConfigError(f"model.bits must be >= 2, got {cfg.bits}")
-    if cfg.num_classes < 2:
-        raise ConfigError(f"model.num_classes must be >= 2, got {cfg.num_classes}")
-    if cfg.image_size < 1:
-        raise ConfigError(f"model.image_size must be positive, got {cfg.image_size}")
-    if cfg.local_dim < 0:
-        raise ConfigError(f"model.local_dim must be >= 0 (0 = stage-3 channels), got {cfg.local_dim}")
-    if cfg.signt < 0:
-        raise ConfigError(f"model.signt must be >= 0, got {cfg.signt}")
-    if not cfg.window_sizes or min(cfg.window_sizes) < 1:
-        raise ConfigError(f"model.window_sizes must be positive integers, got {list(cfg.window_sizes)}")
-    dsf_balance_value(cfg.dsf_balance, cfg.bits)
 
 
 @register_model("csce", CSCEConfig)

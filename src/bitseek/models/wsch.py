@@ -28,7 +28,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,7 @@ from bitseek.models.base import EpochContext, HashModel
 from bitseek.models.layers.binarize import binarize_ste
 from bitseek.models.layers.ssd import Mamba2Block
 from bitseek.models.layers.transformer import Attention
+from bitseek.models.spec import AUTO, InputField, require_resolved
 from bitseek.models.masking import FrameMask, complementary_masks, gather_frames, num_visible
 from bitseek.registry import CONVERTERS, register_model
 
@@ -78,10 +79,21 @@ class WSCHConfig:
     pretrain_epochs: int = 100
     kmeans_niter: int = 25  # faiss Lloyd iterations per cycle
 
+    #: WSCH has no position table: the data's frame count must match exactly
+    INPUT_SPEC: ClassVar[dict[str, InputField]] = {
+        "feature_dim": InputField("feature_dim"),
+        "max_frames": InputField("frames", "equal", "data.max_frames (frames per video)"),
+    }
+
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field."""
         for key in ("bits", "feature_dim", "max_frames", "hidden_size", "decoder_size", "expand", "d_state",
                     "headdim", "d_conv", "heads", "n_clusters", "kmeans_niter"):
+            if key in self.INPUT_SPEC and getattr(self, key) == AUTO:
+                continue
             if getattr(self, key) < 1:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         for key in ("chunk_size", "pretrain_epochs"):
@@ -98,7 +110,7 @@ class WSCHConfig:
             if not 0.0 < p < 1.0:
                 raise ConfigError(f"model.{key} (mask ratio) must be in (0, 1), got {p}")
             visible = self.max_frames - int(p * self.max_frames)
-            if not 1 <= visible < self.max_frames:
+            if self.max_frames != AUTO and not 1 <= visible < self.max_frames:
                 raise ConfigError(f"model.{key}={p} leaves {visible} of {self.max_frames} frames visible; "
                                   "need at least 1 visible and 1 masked")
         for key in ("clus_temperature", "temperature"):
@@ -188,7 +200,7 @@ class WSCH(HashModel):
 
     def __init__(self, cfg: WSCHConfig) -> None:
         super().__init__()
-        cfg.validate()
+        require_resolved(cfg, "WSCH")
         self.cfg = cfg
         self.bits = cfg.bits
         self.encoder = WSCHEncoder(cfg)

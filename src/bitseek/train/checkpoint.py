@@ -83,11 +83,9 @@ def load_model(directory: str | os.PathLike[str], map_location: str | torch.devi
     d = Path(directory)
     meta = read_model_config(d)
     mcfg = dict(meta["model"])
-    if mcfg.get("weights"):  # pretrained-backbone path: the checkpoint already holds every weight
-        mcfg["weights"] = ""
     entry = MODELS.get(str(mcfg.get("name")))
     cfg = from_dict(entry.config_cls, mcfg, f"{d / 'config.json'}:model")
-    model = entry.factory(cfg)
+    model = entry.factory(cfg)  # no initialisation weights are read: the folder holds every weight
     load_state_into(model, read_model_weights(d, meta), str(d / "model.safetensors"))
     return model.to(map_location)
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from bitseek.errors import ConfigError, FileFormatError
 from bitseek.registry import BACKBONES
+from bitseek import weights
 from bitseek.weights import load_state_into
 
 __all__ = [
@@ -126,7 +127,11 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
 
     def load_pretrained(self, path: str | Path) -> None:
         """Load weights in this backbone's own (torchvision/timm) naming from a local file."""
-        load_backbone_weights(self, path, ignore_prefixes=self.ignored_weight_prefixes)
+        self.load_pretrained_state(read_state_dict(path), str(path))
+
+    def load_pretrained_state(self, sd: dict[str, Tensor], source: str = "pretrained weights") -> None:
+        """Load a state dict in this backbone's own naming (read by the caller, e.g. ``create_model``)."""
+        load_backbone_state(self, sd, source, self.ignored_weight_prefixes)
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -141,38 +146,8 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a flat name -> tensor mapping from ``.safetensors`` or ``.pth``/``.pt``/``.bin``.
-
-    ``.pth`` files are read with ``torch.load(weights_only=True)`` (no arbitrary unpickling). A file
-    holding ``{"state_dict": {...}}`` or ``{"model": {...}}`` is unwrapped, and a ``module.`` prefix
-    that every key carries (DataParallel checkpoints) is stripped.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileFormatError(f"{p}: weights file does not exist")
-    suffix = p.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            sd: Any = load_file(str(p), device="cpu")
-        except Exception as e:  # safetensors raises its own error types for damaged headers
-            raise FileFormatError(f"{p}: not a valid safetensors file ({e})") from None
-    elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        try:
-            sd = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle errors, truncated zip archives, non-tensor objects
-            raise FileFormatError(f"{p}: cannot read as a PyTorch weights file ({e})") from None
-    else:
-        raise FileFormatError(f"{p}: unsupported weights format {suffix!r} (use .safetensors or .pth)")
-    for wrapper in ("state_dict", "model"):
-        if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
-            sd = sd[wrapper]
-    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
-        raise FileFormatError(f"{p}: expected a mapping of parameter names to tensors")
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return dict(sd)
+    """A flat name -> tensor mapping from a local weights file (:func:`bitseek.weights.read_state_dict`)."""
+    return weights.read_state_dict(path)
 
 
 def load_backbone_weights(module: nn.Module, path: str | Path, ignore_prefixes: Iterable[str] = ()) -> None:
@@ -181,10 +156,15 @@ def load_backbone_weights(module: nn.Module, path: str | Path, ignore_prefixes: 
     Keys under ``ignore_prefixes`` (the ImageNet classifier) are dropped. ``num_batches_tracked``
     buffers may be absent (torchvision's original ResNet files predate them).
     """
-    sd = read_state_dict(path)
+    load_backbone_state(module, read_state_dict(path), str(path), ignore_prefixes)
+
+
+def load_backbone_state(module: nn.Module, sd: dict[str, Tensor], source: str,
+                        ignore_prefixes: Iterable[str] = ()) -> None:
+    """:func:`load_backbone_weights` for a state dict already read (the caller owns the file)."""
     prefixes = tuple(ignore_prefixes)
     sd = {k: v for k, v in sd.items() if not (prefixes and k.startswith(prefixes))}
-    load_state_into(module, sd, str(path), optional_suffixes=("num_batches_tracked",), cast=True)
+    load_state_into(module, sd, source, optional_suffixes=("num_batches_tracked",), cast=True)
 
 
 # --------------------------------------------------------------------------- registry

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 from torch import Tensor
 
 from bitseek.errors import ConfigError
-from bitseek.models.backbones.base import (Backbone, FeatureInfo, FeaturePoint, _pair, load_backbone_weights,
+from bitseek.models.backbones.base import (Backbone, FeatureInfo, FeaturePoint, _pair, load_backbone_state,
                                            register_backbone)
 
 __all__ = ["TimmGCViT"]
@@ -57,9 +57,9 @@ class TimmGCViT(Backbone):
             raise ConfigError(f"GC ViT was built for {self.image_size} inputs, not {hw}")
         return [(hw[0] // r, hw[1] // r) for r in self.feature_info.reduction()]
 
-    def load_pretrained(self, path: str | Path) -> None:
+    def load_pretrained_state(self, sd: dict[str, Tensor], source: str = "pretrained weights") -> None:
         # timm keys are relative to the bare model; ours sit under ``net.``
-        load_backbone_weights(self.net, path, ignore_prefixes=self.ignored_weight_prefixes)
+        load_backbone_state(self.net, sd, source, self.ignored_weight_prefixes)
 
 
 def _gcvit(variant: str) -> Callable[..., Backbone]:
