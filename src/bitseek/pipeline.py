@@ -21,6 +21,7 @@ from bitseek.codes import CodeSet
 from bitseek.config import EvalConfig, ExperimentConfig, save_resolved
 from bitseek.data.base import RetrievalData, load_data
 from bitseek.errors import ConfigError
+from bitseek.models.spec import resolve_input_spec
 from bitseek.registry import create_model
 from bitseek.train import checkpoint as ckpt
 from bitseek.train.encode import encode_dataset
@@ -45,6 +46,7 @@ def collect_features(dataset: Any, batch_size: int = 256) -> np.ndarray:
 def train(cfg: ExperimentConfig, data: RetrievalData | None = None) -> tuple[Any, RetrievalData]:
     """Train (deep: the engine; shallow: ``fit``) and return the model and its data."""
     data = data if data is not None else load_data(cfg.data)
+    cfg.model = resolve_input_spec(cfg.model, data.info, cfg.data)  # fill `auto`, refuse a mismatch: before any work
     seed_everything(cfg.train.seed)
     model = create_model(cfg.model)
     if is_deep(model):
@@ -91,6 +93,8 @@ def load_trained(cfg: ExperimentConfig, checkpoint: str | Path | None = None) ->
 
 def encode_splits(model: Any, data: RetrievalData, cfg: ExperimentConfig) -> tuple[np.ndarray, np.ndarray]:
     """(query codes, database codes); the database codes are the query codes when they coincide."""
+    if getattr(model, "cfg", None) is not None:  # the data must fit the trained model before encoding starts
+        resolve_input_spec(model.cfg, data.info, cfg.data)
     device = cfg.train.device
     bs = cfg.eval.batch_size
     q = encode_dataset(model, data.query, bs, device, progress=cfg.train.progress, desc="encode queries")
