@@ -75,6 +75,12 @@ def test_report_and_pictures(quick_run: tuple[Path, dict]) -> None:
         assert f"]({name})" in report
         w, h = _png_size(out / name)
         assert w > 300 and h > 300, f"{name} is only {w}x{h}"
+    for name in pictures[2:]:  # retrieval grids: one page wide, whatever the number of columns
+        assert _png_size(out / name)[0] <= 1300
+    assert ".py" not in report
+    doc = json.loads((out / "metrics.json").read_text())
+    for r in doc["results"]:  # the table in the report holds the measured numbers
+        assert f"| {r['method']} | {r['value']:.4f} |" in report
 
 
 def test_quick_knob_leaves_real_settings_alone(quick_run: tuple[Path, dict]) -> None:

@@ -63,3 +63,41 @@ def test_plots_write_png(tmp_path):
         plot_map_at_k(metric_rows("d", "m", 8, {"x": 1.0}), tmp_path / "none.png")
     with pytest.raises(InputError, match="must be equal 1-D"):
         plot_pr_curves({"bad": (np.zeros(3), np.zeros(2))}, tmp_path / "bad.png")
+
+
+def test_every_method_and_bit_length_line_looks_different():
+    from bitseek.eval.report import line_styles
+
+    methods, bits = ["lsh", "pcah", "itq", "conmh", "wsch"], [64, 16, 32]
+    styles = line_styles(methods, bits)
+    assert len(styles) == 15
+    looks = {(s["color"], str(s["linestyle"]), s["marker"]) for s in styles.values()}
+    assert len(looks) == 15
+    for m in methods:  # within a method, bit lengths differ in dash AND marker (a legend handle shows both)
+        assert len({str(styles[(m, b)]["linestyle"]) for b in bits}) == 3
+        assert len({styles[(m, b)]["marker"] for b in bits}) == 3
+        assert len({styles[(m, b)]["color"] for b in bits}) == 1
+    assert styles[("lsh", 16)]["linestyle"] == "-"  # shortest code solid
+
+
+def test_map_plot_legend_names_every_line(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from bitseek.eval import report
+
+    rows = [r for m in ("lsh", "itq", "conmh") for b in (16, 32, 64)
+            for r in metric_rows("mnist-video", m, b, {5: 0.5, 20: 0.4, 100: 0.3}, "mAP@")]
+    seen = {}
+    real = matplotlib.axes.Axes.legend
+
+    def spy(self, *a, **kw):
+        leg = real(self, *a, **kw)
+        seen["labels"] = [t.get_text() for t in leg.get_texts()]
+        seen["handles"] = [(h.get_color(), h.get_linestyle(), h.get_marker()) for h in leg.legend_handles]
+        seen["handlelength"] = kw.get("handlelength")
+        return leg
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", spy)
+    report.plot_map_at_k(rows, tmp_path / "map.png", note="AP divided by K")
+    assert len(seen["labels"]) == 9 and "conmh 32 bits" in seen["labels"]
+    assert len(set(seen["handles"])) == 9 and seen["handlelength"] >= 3

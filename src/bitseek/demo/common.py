@@ -102,8 +102,9 @@ class Runner:
         return curves
 
 
-def search_top(q: np.ndarray, db: np.ndarray, k: int = 100, spec: str = "flat") -> tuple[np.ndarray, dict[str, Any]]:
-    """Index database codes and search every query (top-k ids, timings)."""
+def search_top(q: np.ndarray, db: np.ndarray, k: int = 100,
+               spec: str = "flat") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Index database codes and search every query: (Hamming distances, ids, timings), top-k each."""
     from bitseek.codes import pack
     from bitseek.index import make_index
 
@@ -111,9 +112,9 @@ def search_top(q: np.ndarray, db: np.ndarray, k: int = 100, spec: str = "flat") 
     t0 = time.perf_counter()
     index.add(pack(db), np.arange(len(db), dtype=np.int64))
     t1 = time.perf_counter()
-    _, ids = index.search(pack(q), min(k, len(db)))
+    dist, ids = index.search(pack(q), min(k, len(db)))
     t2 = time.perf_counter()
-    return ids, {"index": spec, "k": int(ids.shape[1]), "index_add_ms": round((t1 - t0) * 1e3, 3),
+    return np.asarray(dist), np.asarray(ids), {"index": spec, "k": int(ids.shape[1]), "index_add_ms": round((t1 - t0) * 1e3, 3),
                  "search_ms_total": round((t2 - t1) * 1e3, 3),
                  "search_ms_per_query": round((t2 - t1) * 1e3 / len(q), 4)}
 

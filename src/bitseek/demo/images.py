@@ -107,7 +107,8 @@ def _names(lab: np.ndarray) -> str:
     return "+".join(str(i) for i in np.flatnonzero(lab)) or "-"
 
 
-def _retrieval_picture(path: Path, data: RetrievalData, ids: np.ndarray, method: str, top: int = 8) -> None:
+def _retrieval_picture(path: Path, data: RetrievalData, dist: np.ndarray, ids: np.ndarray, method: str,
+                       top: int = 8) -> None:
     """One query per digit (the first of each class) and its ``top`` nearest database images."""
     from bitseek.demo.figures import plot_retrievals
 
@@ -120,9 +121,11 @@ def _retrieval_picture(path: Path, data: RetrievalData, ids: np.ndarray, method:
         top_ids = ids[qi, :top]
         results.append(_digits(data.database, top_ids))
         relevant.append([bool((ql[qi] * dl[j]).sum() > 0) for j in top_ids])
-        rt.append([f"#{r + 1}: {_names(dl[j])}" for r, j in enumerate(top_ids)])
-    qt = [f"{method} query {qi}: {_names(ql[qi])}" for qi in picks]
-    plot_retrievals(path, queries, results, relevant, qt, rt)
+        rt.append([f"digit {_names(dl[j])}" for j in top_ids])
+    qt = [f"query {qi}\ndigit {_names(ql[qi])}" for qi in picks]
+    dists = [[float(d) for d in dist[qi, :top]] for qi in picks]
+    plot_retrievals(path, queries, results, relevant, qt, rt, distances=dists,
+                    title=f"{method}: one query per digit and its top {top}")
 
 
 def _plot_map_vs_bits(rows: list[dict[str, Any]], path: Path, metric: str) -> None:
@@ -257,10 +260,10 @@ def _figures(out: Path, data: RetrievalData, shallow: Runner, deep: Runner,
         curves = {**shallow.pr_curves(bits), **deep.pr_curves(bits)}
         plot_pr_curves(curves, out / f"pr_{bits}bits.png", title=f"Precision–recall (Hamming ball), {bits} bits")
         pictures.append((f"PR curves, {bits} bits", f"pr_{bits}bits.png"))
-    ids, search = search_top(*deep.codes[("csce", top)], k=100)  # the timed search: CSCE-Net codes
-    _retrieval_picture(out / f"retrievals_csce{top}.png", data, ids, "CSCE-Net")
-    itq_ids, _ = search_top(*shallow.codes[("itq", top)], k=100)
-    _retrieval_picture(out / f"retrievals_itq{top}.png", data, itq_ids, "ITQ")
+    dist, ids, search = search_top(*deep.codes[("csce", top)], k=100)  # the timed search: CSCE-Net codes
+    _retrieval_picture(out / f"retrievals_csce{top}.png", data, dist, ids, f"CSCE-Net {top} bits")
+    itq_dist, itq_ids, _ = search_top(*shallow.codes[("itq", top)], k=100)
+    _retrieval_picture(out / f"retrievals_itq{top}.png", data, itq_dist, itq_ids, f"ITQ {top} bits")
     pictures += [(f"retrieved digits, CSCE-Net {top} bits", f"retrievals_csce{top}.png"),
                  (f"retrieved digits, ITQ {top} bits", f"retrievals_itq{top}.png")]
     return search, pictures

@@ -8,7 +8,6 @@ one evaluator, and writes ``metrics.json``, ``report.md`` and PNG plots into ``o
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,9 @@ QUICK: dict[str, Any] = {
 }
 
 
-def _clip_picture(path: Path, data: RetrievalData, ids: np.ndarray, n_queries: int = 5, top: int = 5) -> None:
+def _clip_picture(path: Path, data: RetrievalData, dist: np.ndarray, ids: np.ndarray, method: str,
+                  n_queries: int = 5, top: int = 5) -> None:
+    """Five evenly spaced queries and their ``top`` nearest clips, with Hamming distances."""
     from bitseek.data.embedded.moving_mnist import clip_frames
     from bitseek.demo.figures import plot_retrievals
 
@@ -41,17 +42,19 @@ def _clip_picture(path: Path, data: RetrievalData, ids: np.ndarray, n_queries: i
     picks = np.linspace(0, len(ql) - 1, n_queries).round().astype(int)
 
     def names(lab: np.ndarray) -> str:
-        return "+".join(str(i) for i in np.flatnonzero(lab)) or "-"
+        return "digits " + "+".join(str(i) for i in np.flatnonzero(lab)) if lab.any() else "-"
 
-    queries, results, relevant, qt, rt = [], [], [], [], []
+    queries, results, relevant, qt, rt, dists = [], [], [], [], [], []
     for qi in picks:
         queries.append(clip_frames(root, "query", int(qi)))
-        qt.append(f"query {qi}: {names(ql[qi])}")
+        qt.append(f"query {qi}\n{names(ql[qi])}")
         top_ids = ids[qi, :top]
         results.append([clip_frames(root, "database", int(j)) for j in top_ids])
         relevant.append([bool((ql[qi] * dl[j]).sum() > 0) for j in top_ids])
-        rt.append([f"#{r + 1}: {names(dl[j])}" for r, j in enumerate(top_ids)])
-    plot_retrievals(path, queries, results, relevant, qt, rt)
+        rt.append([names(dl[j]) for j in top_ids])
+        dists.append([float(d) for d in dist[qi, :top]])
+    plot_retrievals(path, queries, results, relevant, qt, rt, distances=dists,
+                    title=f"{method}: retrieved clips (4 of each clip's frames)")
 
 
 def run_video_demo(out: Path, full: bool = False, seed: int = 0, quick: bool = False,
@@ -68,6 +71,7 @@ def run_video_demo(out: Path, full: bool = False, seed: int = 0, quick: bool = F
 
 
 def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any], scale: int) -> dict[str, Any]:
+    from bitseek.eval.diagnostics import bit_usage
     from bitseek.eval.report import markdown_table, plot_map_at_k, plot_pr_curves, write_metrics_json
 
     con = console()
@@ -105,16 +109,22 @@ def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any], 
             runner.run(cfg, method, bits, "mAP@20")
 
     qtop, dbtop = runner.codes[("conmh", top)]
-    ids, search = search_top(qtop, dbtop, k=100)
-    _clip_picture(out / f"retrievals_conmh{top}.png", data, ids)
-    plot_map_at_k(runner.rows, out / "map_at_k.png")
-    plot_pr_curves(runner.pr_curves(top), out / f"pr_{top}bits.png")
+    dist, ids, search = search_top(qtop, dbtop, k=100)
+    _clip_picture(out / f"retrievals_conmh{top}.png", data, dist, ids, f"ConMH {top} bits")
+    epochs = {m: runner.configs[f"{m}-{top}"]["train"]["epochs"] for m, _ in plan}
+    plot_map_at_k(runner.rows, out / "map_at_k.png",
+                  note="AP divided by K (SSVH/ConMH), stable tie order; "
+                       + ", ".join(f"{m} {e} epochs" for m, e in epochs.items()))
+    plot_pr_curves(runner.pr_curves(top), out / f"pr_{top}bits.png",
+                   title=f"Precision–recall (Hamming ball), {top} bits")
 
+    usage = {f"{m}-{top}": {k: round(v, 4) for k, v in bit_usage(runner.codes[(m, top)][1]).items()}
+             for m in ("itq", "conmh")}
     wall = time.perf_counter() - t_start
     env = {**environment(), **budget, "load_average_end": load_average()}
     write_metrics_json(out / "metrics.json", runner.rows, wall_time_s=round(wall, 2), timings=runner.timings,
                        search=search, dataset_info=info, config=runner.configs, environment=env, full=full,
-                       train_scale=scale, quick=quick)
+                       train_scale=scale, quick=quick, bit_usage=usage)
     chance = info.get("label_stats", {}).get("chance_map")
     ranked = sorted(((r["value"], r["method"]) for r in runner.rows if r["bits"] == top and r["metric"] == "mAP@20"),
                     reverse=True)
@@ -125,9 +135,15 @@ def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any], 
         "sharing at least one digit; mAP@K is the SSVH/ConMH protocol (AP divided by K, stable tie order). "
         "Labels are never used for training.",
         runner.rows,
-        [f"Chance level (random ranking): {json.dumps(chance)}" if chance else "",
+        ["Chance level (a random ranking, exact): " + ", ".join(f"mAP@{k} {v:.4f}" for k, v in chance.items()) + "."
+         if chance else "",
          f"Ranking at {top} bits by mAP@20: " + ", ".join(f"{m} {v:.4f}" for v, m in ranked) + ". "
-         "How the demo's ConMH compares with ITQ, and why, is measured in bitseek's docs/results.md." if ranked else "",
+         "How the demo's ConMH compares with ITQ, and why, is measured in bitseek's documentation "
+         "(docs/results.md in the source repository)." if ranked else "",
+         f"Bit usage of the {top}-bit database codes (bitseek.eval.diagnostics.bit_usage; 0 = every bit splits "
+         "the database in half): " + "; ".join(
+             f"{name} mean |bit mean| {u['mean_abs_bit_mean']:.3f}, distinct codes {u['distinct_codes_fraction']:.3f}"
+             for name, u in usage.items()) + ".",
          f"Search: exact faiss index over {len(dbtop)} {top}-bit ConMH codes, {len(qtop)} queries, top-{search['k']}: "
          f"{search['search_ms_per_query']:.3f} ms per query.",
          f"Wall time {wall:.1f}s on {env['threads']} threads (torch {env['torch']}, cuda={env['cuda']})."],

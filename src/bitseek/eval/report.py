@@ -25,6 +25,7 @@ __all__ = [
     "metric_rows",
     "write_metrics_json",
     "markdown_table",
+    "line_styles",
     "plot_map_at_k",
     "plot_pr_curves",
 ]
@@ -148,34 +149,59 @@ def pyplot() -> Any:
     return plt
 
 
-def plot_map_at_k(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str], metric: str = "mAP@") -> None:
-    """mAP@K curves (x = K) per method and bit length, one panel per dataset, saved as PNG."""
+#: per bit length (shortest first): a line style and a marker, both visible in a legend handle
+BIT_STYLES: tuple[tuple[Any, str], ...] = (("-", "o"), ((0, (5, 2)), "s"), ((0, (1, 1.5)), "^"),
+                                           ((0, (6, 2, 1, 2)), "D"), ((0, (2, 2)), "v"), ((0, (8, 3)), "P"))
+
+
+def line_styles(methods: Sequence[str], bits: Iterable[int]) -> dict[tuple[str, int], dict[str, Any]]:
+    """matplotlib line keywords per (method, bits): a colour per method, a dash and a marker per bit length.
+
+    Every pair gets a different (colour, dash, marker) triple, so no two lines of a plot look alike
+    even in a small legend handle; bit lengths beyond :data:`BIT_STYLES` reuse its entries.
+    """
+    levels = sorted(set(int(b) for b in bits))
+    out = {}
+    for mi, meth in enumerate(dict.fromkeys(methods)):
+        for bi, b in enumerate(levels):
+            dash, marker = BIT_STYLES[bi % len(BIT_STYLES)]
+            out[(meth, b)] = {"color": f"C{mi % 10}", "linestyle": dash, "marker": marker}
+    return out
+
+
+def plot_map_at_k(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str], metric: str = "mAP@",
+                  note: str = "") -> None:
+    """mAP@K curves (x = K) per method and bit length, one panel per dataset, saved as PNG.
+
+    Colour = method, line style and marker = bit length (:func:`line_styles`); the legend names
+    every line. ``note`` (e.g. the protocol and tie rule) is printed under the panel titles.
+    """
     data = [r for r in _check_rows(rows) if re.fullmatch(re.escape(metric) + r"\d+", r["metric"])]
     if not data:
         raise InputError(f"plot_map_at_k: no rows with a metric named {metric}<K>")
     datasets = list(dict.fromkeys(r["dataset"] for r in data))
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7.2 * len(datasets), 4.6), squeeze=False)
     try:
         for ax, ds in zip(axes[0], datasets):
             series: dict[tuple[str, int], list[tuple[int, float]]] = {}
             for r in data:
                 if r["dataset"] == ds:
                     series.setdefault((r["method"], r["bits"]), []).append((int(r["metric"][len(metric):]), r["value"]))
-            # one colour per method, one line style per bit length: readable with many curves
-            methods = list(dict.fromkeys(m for m, _ in series))
-            bit_levels = sorted({b for _, b in series})
-            styles = ["-", "--", ":", "-."]
-            for (meth, bits), pts in series.items():
-                pts.sort()
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3,
-                        color=f"C{methods.index(meth) % 10}", linestyle=styles[bit_levels.index(bits) % len(styles)],
-                        label=f"{meth} ({bits} bits)")
-            ax.set_title(ds)
-            ax.set_xlabel("K")
+            styles = line_styles([m for m, _ in series], [b for _, b in series])
+            for key in sorted(series, key=lambda mb: (list(styles).index(mb))):
+                pts = sorted(series[key])
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], markersize=5, linewidth=1.6,
+                        label=f"{key[0]} {key[1]} bits", **styles[key])
+            ks = sorted({p[0] for pts in series.values() for p in pts})
+            ax.set_xticks(ks)
+            ax.set_title(f"{ds}: {metric.rstrip('@')}@K" + (f"\n{note}" if note else ""), fontsize=10)
+            ax.set_xlabel("K (retrieved items)")
             ax.set_ylabel(metric.rstrip("@") + "@K")
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize="x-small", ncol=2)
+            ax.legend(fontsize="small", ncol=1 if len(series) <= 8 else 2, handlelength=3.5,
+                      loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                      title="method, code length", title_fontsize="small")
         save_png(fig, path)
     finally:
         plt.close(fig)
