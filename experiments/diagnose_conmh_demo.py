@@ -125,7 +125,7 @@ def normalised_data(data: RetrievalData, standardise: bool) -> RetrievalData:
 
 def float_map(q: np.ndarray, db: np.ndarray, data: RetrievalData) -> dict[str, float]:
     """mAP@K of cosine ranking on float vectors (the exact float index), through the one evaluator."""
-    res = diagnostics.float_map(q, db, data.query_labels, data.database_labels, KS)
+    res = diagnostics.float_map(q, db, data.query_labels, data.searched_labels, KS)
     return {k: round(v, 4) for k, v in res.items()}
 
 
@@ -150,14 +150,14 @@ def shallow_maps(data: RetrievalData, opts: dict[str, Any], out: Path) -> dict[s
         cfg = shallow_config(method, BITS, DATASET, out, opts, 0, {"ks": list(KS)})
         model, _ = pipeline.train(cfg, data)
         qc, dc = pipeline.encode_splits(model, data, cfg)
-        rows = pipeline.evaluate_codes(qc, dc, data.query_labels, data.database_labels, cfg.eval, DATASET, method, BITS)
+        rows = pipeline.evaluate_codes(qc, dc, data.query_labels, data.searched_labels, cfg.eval, DATASET, method, BITS)
         res[f"{method}_{BITS}"] = {r["metric"]: round(r["value"], 4) for r in rows if r["metric"].startswith("mAP@")}
     return res
 
 
 def part_stats(data: RetrievalData, opts: dict[str, Any], out: Path) -> dict[str, Any]:
     tr = frame_matrix(data.train)
-    q, db = frame_matrix(data.query).mean(1), frame_matrix(data.db).mean(1)
+    q, db = frame_matrix(data.query).mean(1), frame_matrix(data.searched).mean(1)
     mean = tr.reshape(-1, tr.shape[-1]).mean(0)
     energy = float((tr ** 2).sum(-1).mean())
     centred = float(((tr - mean) ** 2).sum(-1).mean())
@@ -190,7 +190,7 @@ def conmh_run(data: RetrievalData, opts: dict[str, Any], out: Path, overrides: l
     if keep_model is not None:
         keep_model.append((model, cfg))
     q, db = pipeline.encode_splits(model, data, cfg)
-    rows = pipeline.evaluate_codes(q, db, data.query_labels, data.database_labels, cfg.eval, DATASET, "conmh", BITS)
+    rows = pipeline.evaluate_codes(q, db, data.query_labels, data.searched_labels, cfg.eval, DATASET, "conmh", BITS)
     return {"overrides": overrides, "train_s": round(train_s, 1), "epochs": cfg.train.epochs,
             **{r["metric"]: round(r["value"], 4) for r in rows if r["metric"].startswith("mAP@")}}
 
@@ -218,8 +218,8 @@ def part_representation(data: RetrievalData, opts: dict[str, Any], out: Path, ep
     res: dict[str, Any] = {"binary": conmh_run(data, opts, out / "representation", [f"train.epochs={epochs}"], kept)}
     model, conmh_cfg = kept[0]
     model.eval()
-    maps = diagnostics.representation_maps(model.features, data.query, data.db, data.query_labels,
-                                           data.database_labels, KS)
+    maps = diagnostics.representation_maps(model.features, data.query, data.searched, data.query_labels,
+                                           data.searched_labels, KS)
     for name, value in maps.items():
         res[f"float_{name}"] = {k: round(v, 4) for k, v in value.items()}
     rounded = lambda d: {k: round(v, 4) for k, v in d.items()}  # noqa: E731
@@ -227,7 +227,7 @@ def part_representation(data: RetrievalData, opts: dict[str, Any], out: Path, ep
     itq_cfg = shallow_config("itq", BITS, DATASET, out, opts, 0)
     itq, _ = pipeline.train(itq_cfg, data)
     res["itq_bits"] = rounded(diagnostics.bit_usage(pipeline.encode_splits(itq, data, itq_cfg)[1]))
-    res["input_mean_pooled"] = float_map(frame_matrix(data.query).mean(1), frame_matrix(data.db).mean(1), data)
+    res["input_mean_pooled"] = float_map(frame_matrix(data.query).mean(1), frame_matrix(data.searched).mean(1), data)
     return res
 
 

@@ -214,7 +214,7 @@ def test_list_dataset_end_to_end(tmp_path):
     assert data.info["topk"] == 5000 and data.info["num_classes"] == 3
     np.testing.assert_array_equal(data.query_labels, np.array([r[1] for r in rows["query"]], np.float32))
     np.testing.assert_array_equal(data.db_labels, np.array([r[1] for r in rows["database"]], np.float32))
-    item = data.db[4]
+    item = data.searched[4]
     assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
     assert item["label"].dtype == torch.float32 and item["index"] == 4
     torch.testing.assert_close(item["label"], torch.tensor(rows["database"][4][1], dtype=torch.float32))
@@ -297,7 +297,7 @@ def test_on_corrupt_skip_keeps_labels_aligned(tmp_path):
     assert {Path(p).name for p, _ in data.info["skipped"]["train"]} == {"train_1.png", "train_2.png"}
     want_db = [lab for rel, lab in rows["database"] if rel != "images/database_5.png"]
     np.testing.assert_array_equal(data.db_labels, np.array(want_db, np.float32))
-    assert [Path(p).name for p in data.db.paths][5] == "database_6.png"
+    assert [Path(p).name for p in data.searched.paths][5] == "database_6.png"
     # every train path still carries its own label row
     lab_of = {str(tmp_path / rel): lab for rel, lab in rows["train"]}
     for p, lab in zip(data.train.paths, data.train.labels):
@@ -507,7 +507,7 @@ def test_image_folder_dataset(tmp_path):
     assert data.info["class_names"] == ["cat", "dog"]
     assert data.info["sizes"] == {"train": 4, "query": 2, "database": 8}
     assert data.query_labels.sum(0).tolist() == [1.0, 1.0]
-    for ds in (data.train, data.query, data.db):
+    for ds in (data.train, data.query, data.searched):
         for p, lab in zip(ds.paths, ds.labels):
             assert lab[["cat", "dog"].index(Path(p).relative_to(tmp_path).parts[0])] == 1
     assert data.train[0]["image"].shape == (3, 32, 32)

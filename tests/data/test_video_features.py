@@ -51,7 +51,7 @@ def test_fcvid_queries_are_the_database(fcvid):
     root, test, lab = fcvid
     data = load_data(small("fcvid", root))
     assert data.database is None and data.db_labels is None
-    assert data.db is data.query and data.database_labels is data.query_labels
+    assert data.searched is data.query and data.searched_labels is data.query_labels
     assert len(data.train) == 11 and len(data.query) == 9
     np.testing.assert_array_equal(data.query_labels, lab)
     np.testing.assert_array_equal(data.query[3]["feats"].numpy(), test[3])

@@ -51,6 +51,38 @@ def calc_top_map(rB, qB, retrievalL, queryL, topk, kind=None):
     return topkmap / num_query
 
 
+def calc_top_map_with_pr(qB, queryL, rB, retrievalL, topk, kind=None):
+    """DeepHash-pytorch CalcTopMapWithPR: per-rank precision/recall rows, kept where recall ends at 1.
+
+    Queries with no hit in the top-k are skipped (their rows stay 0 and the final filter drops them).
+    """
+    num_query, num_gallery = queryL.shape[0], retrievalL.shape[0]
+    prec = np.zeros((num_query, num_gallery))
+    recall = np.zeros((num_query, num_gallery))
+    for it in range(num_query):
+        gnd = (np.dot(queryL[it, :], retrievalL.transpose()) > 0).astype(np.float32)
+        hamm = 0.5 * (rB.shape[1] - np.dot(qB[it, :], rB.transpose()))
+        ind = np.argsort(hamm) if kind is None else np.argsort(hamm, kind=kind)
+        gnd = gnd[ind]
+        if np.sum(gnd[0:topk]).astype(int) == 0:
+            continue
+        all_sim_num = np.sum(gnd)
+        prec_sum = np.cumsum(gnd)
+        prec[it, :] = prec_sum / np.arange(1, num_gallery + 1)
+        recall[it, :] = prec_sum / all_sim_num
+    keep = np.argwhere(recall[:, -1] == 1.0).squeeze()
+    return np.mean(prec[keep], 0), np.mean(recall[keep], 0)
+
+
+def deephash_validate_index(num_dataset):
+    """DeepHash-pytorch ``validate``: 0-based ranks 99, 199, ... then every rank of the tail."""
+    index_range = num_dataset // 100
+    index = [i * 100 - 1 for i in range(1, index_range + 1)]
+    max_index = max(index)
+    overflow = num_dataset - index_range * 100
+    return index + [max_index + i for i in range(1, overflow + 1)]
+
+
 def recall_precision_pooled(dist, rel, radii):
     """SH/ITQ ``recall_precision.m``: pooled pairs inside the Hamming ball of each radius."""
     total_good = rel.sum()

@@ -195,3 +195,19 @@ def test_map_at_k_ranked_rejects_bad_rankings() -> None:
         map_at_k_ranked(np.array([[0, 1], [1, 2]]), ql, dl, (1,))
     with pytest.raises(InputError, match="integer"):
         map_at_k_ranked(np.array([[0.0, 1.0]] * 3), ql, dl, (1,))
+
+
+def test_map_at_topk_above_the_database_slices_like_the_reference_and_warns(caplog):
+    """DeepHash slices ``[0:topk]``: mAP@5000 on a smaller database is its mAP@all (it used to raise)."""
+    import logging
+
+    from bitseek.eval import map_at_topk
+
+    rng = np.random.default_rng(0)
+    q = np.sign(rng.standard_normal((6, 16))).astype(np.float32)
+    d = np.sign(rng.standard_normal((40, 16))).astype(np.float32)
+    ql, dl = rng.integers(0, 3, 6), rng.integers(0, 3, 40)
+    with caplog.at_level(logging.WARNING, logger="bitseek.eval.hashing"):
+        got = map_at_topk(q, d, ql, dl, topk=5000)
+    assert got == map_at_topk(q, d, ql, dl, topk=None)
+    assert "topk=5000 is larger than the database (40 items)" in caplog.text

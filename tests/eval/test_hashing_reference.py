@@ -119,3 +119,35 @@ def test_packed_codes_with_many_bits_use_several_words(ref):
     ks = [5, 20]
     exp = ref.video_map(d, q, onehot(dl, 4), onehot(ql, 4), ks, kind="stable")
     assert map_at_k(pack(q), pack(d), ql, dl, ks=ks) == {k: float(exp[k]) for k in ks}
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("topk", [None, 3, 50])
+def test_rank_pr_curve_matches_calc_top_map_with_pr_bit_for_bit(ref, seed, topk):
+    """DeepHash's rank-based PR (CalcTopMapWithPR + validate's sampling), exact under ties='numpy'."""
+    from bitseek.eval import deephash_pr_ranks, precision_recall_at_ranks
+
+    q, d, ql, dl = make_case(seed, 30, 340, 16, 6, 0.0, multi=bool(seed % 2))
+    qL, dL = onehot(ql, 6), onehot(dl, 6)
+    ref_p, ref_r = ref.calc_top_map_with_pr(q, qL, d, dL, 340 if topk is None else topk)
+    index = np.asarray(ref.deephash_validate_index(340))
+    np.testing.assert_array_equal(deephash_pr_ranks(340) - 1, index)
+    got = precision_recall_at_ranks(q, d, ql, dl, topk=topk, ties="numpy", chunk_size=7)
+    assert got.precision.tolist() == ref_p[index].tolist()
+    assert got.recall.tolist() == ref_r[index].tolist()
+    assert got.n_queries <= 30
+
+
+def test_rank_pr_differs_from_the_hamming_ball_curve_and_recall_at_k_is_its_recall():
+    from bitseek.eval import precision_recall_at_ranks, recall_at_k
+
+    q, d, ql, dl = make_case(5, 20, 120, 16, 4, 0.0, multi=False)
+    c = precision_recall_at_ranks(q, d, ql, dl, ranks=[1, 10, 120])
+    assert c.recall[-1] == 1.0  # every relevant item is retrieved at the last rank
+    r = recall_at_k(q, d, ql, dl, ks=[1, 10, 120])
+    assert list(r.values()) == c.recall.tolist()
+    dist = 0.5 * (16 - q @ d.T)
+    order = np.argsort(dist, axis=1, kind="stable")
+    rel = dl[order] == ql[:, None]
+    has = rel.any(1)
+    assert r[10] == pytest.approx(np.mean(rel[has, :10].sum(1) / rel[has].sum(1)))

@@ -78,9 +78,9 @@ def test_nan_loss_is_reported(toy_raw):
 def test_encode_dataset_order_and_values(toy_raw):
     _, model, cfg = _fit(toy_raw, epochs=1)
     data = load_data(cfg.data)
-    codes = encode_dataset(model, data.db, batch_size=7, device="cpu")
+    codes = encode_dataset(model, data.searched, batch_size=7, device="cpu")
     assert codes.shape == (40, 8) and codes.dtype == np.float32
-    direct = model.encode({"feats": data.db.x}).numpy()
+    direct = model.encode({"feats": data.searched.x}).numpy()
     np.testing.assert_array_equal(codes, direct)
 
 

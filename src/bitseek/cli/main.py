@@ -81,37 +81,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from bitseek import pipeline
-    from bitseek.data.base import load_data
-
-    cfg = _load_cfg(args)
-    data = load_data(cfg.data)
-    model = pipeline.load_trained(cfg, args.checkpoint)
-    out = Path(args.out) if args.out else cfg.out_dir / "eval"
-    rows = pipeline.evaluate(cfg, model, data, out_dir=out)
-    _print_rows(rows)
-    print(f"metrics -> {out / 'metrics.json'}")
-    return 0
-
-
-def cmd_encode(args: argparse.Namespace) -> int:
-    from bitseek import pipeline
-    from bitseek.codes import CodeSet
-    from bitseek.data.base import load_data
-    from bitseek.train.encode import encode_dataset
-
-    cfg = _load_cfg(args)
-    data = load_data(cfg.data)
-    model = pipeline.load_trained(cfg, args.checkpoint)
-    split = {"train": data.train, "query": data.query, "database": data.db}[args.split]
-    codes = encode_dataset(model, split, cfg.eval.batch_size, cfg.train.device, progress=cfg.train.progress)
-    cs = CodeSet.from_signed(codes, attrs={"model": cfg.model.name, "dataset": cfg.data.name, "split": args.split})
-    cs.save(args.out)
-    print(f"{len(cs)} codes of {cs.bits} bits -> {args.out}")
-    return 0
-
-
 def _load_npy(path: str, what: str) -> np.ndarray:
     """``np.load`` without pickles; every way a .npy can be wrong is a FileFormatError naming the file."""
     from bitseek.errors import FileFormatError
@@ -133,49 +102,6 @@ def _load_npy(path: str, what: str) -> np.ndarray:
     if not isinstance(arr, np.ndarray):
         raise FileFormatError(f"{p}: expected one array, got {type(arr).__name__}")
     return arr
-
-
-def _read_codes(path: str) -> np.ndarray:
-    """Codes from a CodeSet file (packed, or ±1/0 when it keeps ternary zeros) or a .npy array."""
-    from bitseek.codes import CodeSet
-
-    if path.endswith(".npy"):
-        codes = _load_npy(path, "codes")
-        if codes.ndim != 2:
-            raise BitseekError(f"{path}: codes must be a 2-D (n, bits) array, got shape {codes.shape}")
-        return codes
-    return CodeSet.load(path).for_eval()
-
-
-def _read_labels(path: str, key: str | None) -> np.ndarray:
-    if path.endswith(".npy"):
-        return _load_npy(path, "labels")
-    if path.endswith(".mat"):
-        from bitseek.data.video_features import read_labels
-
-        return read_labels(path, key)
-    raise BitseekError(f"{path}: labels must be a .npy or .mat file")
-
-
-def cmd_eval_codes(args: argparse.Namespace) -> int:
-    from bitseek import pipeline
-    from bitseek.config import EvalConfig
-    from bitseek.eval.report import write_metrics_json
-
-    if args.out and Path(args.out).is_dir():
-        raise BitseekError(f"--out {args.out}: is a directory; give the metrics JSON file to write")
-    q = _read_codes(args.query)
-    db = _read_codes(args.db) if args.db else q
-    ql = _read_labels(args.query_labels, args.label_key)
-    dbl = _read_labels(args.db_labels, args.label_key) if args.db_labels else ql
-    ev = EvalConfig(protocol=args.protocol, ks=list(args.ks), topk=args.topk, ties=args.ties)
-    bits = q.shape[1] * 8 if q.dtype == np.uint8 else q.shape[1]
-    rows = pipeline.evaluate_codes(q, db, ql, dbl, ev, dataset=args.dataset, method=args.method, bits=bits)
-    _print_rows(rows)
-    if args.out:
-        write_metrics_json(args.out, rows, protocol=args.protocol, ties=args.ties)
-        print(f"metrics -> {args.out}")
-    return 0
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -319,31 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--new-run", action="store_true",
                     help="train into a fresh folder (out_dir-2, -3, …) if out_dir already holds a run")
 
-    sp = add("eval", cmd_eval, "encode query/database with a trained model and evaluate")
-    _add_config_args(sp)
-    sp.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the run's final model)")
-    sp.add_argument("--out", default=None, help="folder for metrics.json and codes (default: <run>/eval)")
+    from bitseek.cli import eval as eval_commands
 
-    sp = add("encode", cmd_encode, "encode one split into a CodeSet file")
-    _add_config_args(sp)
-    sp.add_argument("--split", choices=["train", "query", "database"], default="database")
-    sp.add_argument("--checkpoint", default=None)
-    sp.add_argument("--out", required=True, help="CodeSet file to write")
-
-    sp = add("eval-codes", cmd_eval_codes, "evaluate saved query/database codes and labels under a protocol")
-    sp.add_argument("--query", required=True, help="query codes (.npy ±1/0 floats or packed uint8, or a CodeSet)")
-    sp.add_argument("--db", default=None, help="database codes (default: the queries, FCVID-style)")
-    sp.add_argument("--query-labels", required=True, help=".npy or .mat labels (multi-hot or class ids)")
-    sp.add_argument("--db-labels", default=None)
-    sp.add_argument("--label-key", default=None, help="variable name inside .mat label files")
-    sp.add_argument("--protocol", default="map_at_k", choices=["map_at_k", "map_at_topk"])
-    sp.add_argument("--ks", type=_int_list, default=[5, 10, 20, 40, 60, 80, 100],
-                    help="comma-separated cut-offs (default 5,10,20,40,60,80,100)")
-    sp.add_argument("--topk", type=int, default=0, help="map_at_topk cut-off (0 = all)")
-    sp.add_argument("--ties", default="stable", choices=["stable", "numpy"])
-    sp.add_argument("--dataset", default="custom")
-    sp.add_argument("--method", default="codes")
-    sp.add_argument("--out", default=None, help="metrics JSON file")
+    eval_commands.register(add, _add_config_args)
 
     sp = add("index", cmd_index, "build a search index from a CodeSet file")
     sp.add_argument("--codes", required=True)

@@ -83,7 +83,7 @@ class Runner:
         train_s = time.perf_counter() - t0
         q, db = pipeline.encode_splits(model, self.data, cfg)
         self.codes[(method, bits)] = (q, db)
-        new = pipeline.evaluate_codes(q, db, self.data.query_labels, self.data.database_labels, cfg.eval,
+        new = pipeline.evaluate_codes(q, db, self.data.query_labels, self.data.searched_labels, cfg.eval,
                                       dataset=self.dataset, method=method, bits=bits)
         self.rows.extend(new)
         self.configs[f"{method}-{bits}"] = dataclasses.asdict(cfg)
@@ -97,7 +97,7 @@ class Runner:
         curves = {}
         for (method, b), (q, db) in self.codes.items():
             if b == bits:
-                pr = E.precision_recall(q, db, self.data.query_labels, self.data.database_labels)
+                pr = E.precision_recall(q, db, self.data.query_labels, self.data.searched_labels)
                 curves[f"{method} {b} bits"] = (pr.precision, pr.recall)
         return curves
 

@@ -112,7 +112,7 @@ def _retrieval_picture(path: Path, data: RetrievalData, dist: np.ndarray, ids: n
     """One query per digit (the first of each class) and its ``top`` nearest database images."""
     from bitseek.demo.figures import plot_retrievals
 
-    ql, dl = data.query_labels, data.database_labels
+    ql, dl = data.query_labels, data.searched_labels
     classes = ql.argmax(axis=1)
     picks = [int(np.flatnonzero(classes == c)[0]) for c in np.unique(classes)]
     queries = _digits(data.query, picks)
@@ -190,7 +190,7 @@ def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any], 
     pixels = pixel_view(data)
     pixels_s = time.perf_counter() - t0
     n_pix = int(pixels.query[0]["feats"].shape[-1])
-    con.print(f"  train {len(data.train)} images, query {len(data.query)}, database {len(data.db)}; "
+    con.print(f"  train {len(data.train)} images, query {len(data.query)}, database {len(data.searched)}; "
               f"{data.info['num_classes']} classes, source {data.info.get('source')} ({data_s:.1f}s, "
               f"pixel vectors {n_pix}-d in {pixels_s:.1f}s)")
 
@@ -210,7 +210,7 @@ def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any], 
     q, db = deep.codes[("csce", top_bits)]
     search, pictures = _figures(out, data, shallow, deep, bits_list)
 
-    ql, dl = data.query_labels, data.database_labels
+    ql, dl = data.query_labels, data.searched_labels
     base_rate = float(((ql @ dl.T) > 0).mean())
     wall = time.perf_counter() - t_start
     cpu = time.process_time() - cpu_start
@@ -224,7 +224,7 @@ def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any], 
     beats = {b: _value(rows, "csce", b) > _value(rows, "itq", b) for b in bits_list}
     write_report(
         out, f"bitseek demo: {DATASET}",
-        f"Built-in benchmark: {len(data.train)} training images, {len(data.query)} queries, {len(data.db)} "
+        f"Built-in benchmark: {len(data.train)} training images, {len(data.query)} queries, {len(data.searched)} "
         f"database images (real MNIST digits shipped in `{data.info.get('source')}`, written as DeepHash list "
         "files and read by the list reader), 32 px crops. Relevance = same digit; mAP@all is the DeepHash "
         "`CalcTopMap` protocol over the whole database with stable tie order, symmetric codes. CSCE-Net is "

@@ -38,7 +38,7 @@ def _clip_picture(path: Path, data: RetrievalData, dist: np.ndarray, ids: np.nda
     from bitseek.demo.figures import plot_retrievals
 
     root = Path(data.info["root"])
-    ql, dl = data.query_labels, data.database_labels
+    ql, dl = data.query_labels, data.searched_labels
     picks = np.linspace(0, len(ql) - 1, n_queries).round().astype(int)
 
     def names(lab: np.ndarray) -> str:
@@ -86,7 +86,7 @@ def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any], 
     data = load_data(shallow_config("itq", 64, DATASET, out, data_opts, seed).data)
     info = dict(data.info)
     data_s = time.perf_counter() - t0
-    con.print(f"  train {len(data.train)} clips, query {len(data.query)}, database {len(data.db)}; "
+    con.print(f"  train {len(data.train)} clips, query {len(data.query)}, database {len(data.searched)}; "
               f"{info['frames']} frames x {info['feature_dim']}-d features ({data_s:.1f}s)")
 
     runner = Runner(data, DATASET, con)
@@ -130,7 +130,7 @@ def _run(out: Path, full: bool, seed: int, quick: bool, budget: dict[str, Any], 
                     reverse=True)
     write_report(
         out, f"bitseek demo: {DATASET}",
-        f"Built-in benchmark: {len(data.train)} training clips, {len(data.query)} queries, {len(data.db)} "
+        f"Built-in benchmark: {len(data.train)} training clips, {len(data.query)} queries, {len(data.searched)} "
         f"database clips; {info['frames']} frames x {info['feature_dim']}-d features per clip. Relevance = "
         "sharing at least one digit; mAP@K is the SSVH/ConMH protocol (AP divided by K, stable tie order). "
         "Labels are never used for training.",

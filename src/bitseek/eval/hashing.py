@@ -18,6 +18,7 @@ Inputs shared by every function:
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -26,9 +27,24 @@ from bitseek.errors import InputError
 from bitseek.eval.inputs import Codes, Labels, check_ks, prepare_codes, prepare_labels, prepare_labels_for
 from bitseek.eval.ranking import Ties, check_ties, chunk_rows, iter_topk
 
-__all__ = ["map_at_k", "map_at_k_ranked", "map_at_topk", "precision_at_k", "precision_recall", "PRCurve", "DEFAULT_KS"]
+__all__ = [
+    "map_at_k",
+    "map_at_k_ranked",
+    "map_at_topk",
+    "map_at_topk_ranked",
+    "precision_at_k",
+    "precision_recall",
+    "precision_recall_at_ranks",
+    "recall_at_k",
+    "deephash_pr_ranks",
+    "PRCurve",
+    "RankPRCurve",
+    "DEFAULT_KS",
+]
 
 DEFAULT_KS = (5, 10, 20, 40, 60, 80, 100)
+
+log = logging.getLogger(__name__)
 
 
 def _prepare(query_codes: Any, db_codes: Any, query_labels: Any, db_labels: Any) -> tuple[Codes, Labels]:
@@ -89,23 +105,16 @@ def map_at_k_ranked(ranking: Any, query_labels: Any, db_labels: Any | None = Non
     queries are the database). Duplicate ids in a row are refused, as a ranking cannot hold an
     item twice.
     """
-    ids = np.asarray(ranking)
-    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-        raise InputError(f"ranking must be a 2-D integer array of database ids, got {ids.dtype} {ids.shape}")
-    labels = prepare_labels_for(query_labels, db_labels, ids.shape[0], None, db_labels is None)
-    n_db = len(labels.db)
-    kl = check_ks(ks, min(ids.shape[1], n_db))
-    if ids.size and (ids.min() < 0 or ids.max() >= n_db):
-        raise InputError(f"ranking holds ids outside 0..{n_db - 1}")
-    srt = np.sort(ids, axis=1)
-    if (srt[:, 1:] == srt[:, :-1]).any():
-        raise InputError("ranking repeats a database id within a row")
+    ids, labels = _check_ranking(ranking, query_labels, db_labels)
+    kl = check_ks(ks, min(ids.shape[1], len(labels.db)))
     rel = labels.relevant_at(slice(0, ids.shape[0]), ids[:, : max(kl)])
     return {k: float(np.mean(ap)) for k, ap in _ap_at_k(rel, kl).items()}
 
 
 def _topk_cutoff(topk: int | None, n_db: int) -> int:
-    """``None``/0 -> the whole database; negatives refused (DeepHash's -1 is a slicing accident)."""
+    """``None``/0 -> the whole database; above it -> the whole database, with a warning (the
+    reference slices ``[0:topk]``, so mAP@5000 on a 3,000-item database is its mAP@all);
+    negatives refused (DeepHash's -1 is a slicing accident)."""
     is_int = isinstance(topk, (int, np.integer)) and not isinstance(topk, bool)
     if topk is None or (is_int and topk == 0):
         return n_db
@@ -115,7 +124,20 @@ def _topk_cutoff(topk: int | None, n_db: int) -> int:
             f"'all but the last item' through slicing); use topk=None for the whole database "
             f"or topk={n_db - 1} to reproduce that slice"
         )
+    if is_int and topk > n_db:
+        log.warning("topk=%d is larger than the database (%d items): ranking all of it, as the "
+                    "reference's slice does (the value is mAP@all)", int(topk), n_db)
+        return n_db
     return check_ks(topk, n_db, "topk")[0]
+
+
+def _ap_at_topk(rel: np.ndarray) -> np.ndarray:
+    """DeepHash ``CalcTopMap`` AP of each row of a ranked (n, k) relevance matrix (0 without a hit)."""
+    pos = np.arange(1, rel.shape[1] + 1, dtype=np.float64)
+    hits = np.cumsum(rel, axis=1, dtype=np.int64)
+    tsum = hits[:, -1]
+    s = np.where(rel, hits / pos, 0.0).sum(axis=1)
+    return np.divide(s, tsum, out=np.zeros_like(s), where=tsum > 0)
 
 
 def map_at_topk(
@@ -144,15 +166,36 @@ def map_at_topk(
     codes, labels = _prepare(query_codes, db_codes, query_labels, db_labels)
     k = _topk_cutoff(topk, codes.n_db)
     ap = np.empty(codes.n_query, dtype=np.float64)
-    pos = np.arange(1, k + 1, dtype=np.float64)
     for rows, idx in iter_topk(codes, k, ties, numpy_dtype=numpy_dtype, chunk_size=chunk_size):
-        rel = labels.relevant_at(rows, idx)
-        hits = np.cumsum(rel, axis=1, dtype=np.int64)
-        tsum = hits[:, -1]
-        s = np.where(rel, hits / pos, 0.0).sum(axis=1)
-        ap[rows] = np.divide(s, tsum, out=np.zeros_like(s), where=tsum > 0)
+        ap[rows] = _ap_at_topk(labels.relevant_at(rows, idx))
     m = float(np.mean(ap))
     return (m, ap) if per_query else m
+
+
+def _check_ranking(ranking: Any, query_labels: Any, db_labels: Any | None) -> tuple[np.ndarray, Labels]:
+    ids = np.asarray(ranking)
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"ranking must be a 2-D integer array of database ids, got {ids.dtype} {ids.shape}")
+    labels = prepare_labels_for(query_labels, db_labels, ids.shape[0], None, db_labels is None)
+    n_db = len(labels.db)
+    if ids.size and (ids.min() < 0 or ids.max() >= n_db):
+        raise InputError(f"ranking holds ids outside 0..{n_db - 1}")
+    srt = np.sort(ids, axis=1)
+    if (srt[:, 1:] == srt[:, :-1]).any():
+        raise InputError("ranking repeats a database id within a row")
+    return ids, labels
+
+
+def map_at_topk_ranked(ranking: Any, query_labels: Any, db_labels: Any | None = None,
+                       topk: int | None = None) -> float:
+    """:func:`map_at_topk` for rankings made elsewhere (float inner-product search, a re-ranker).
+
+    ``ranking`` is (n_query, >= topk) database indices, best first; ``topk=None`` uses every
+    ranked column (a full ranking gives mAP@all).
+    """
+    ids, labels = _check_ranking(ranking, query_labels, db_labels)
+    k = _topk_cutoff(topk, ids.shape[1])
+    return float(np.mean(_ap_at_topk(labels.relevant_at(slice(0, ids.shape[0]), ids[:, :k]))))
 
 
 def precision_at_k(
@@ -263,3 +306,86 @@ def precision_recall(
         np.divide(ret, p_count, out=precision, where=p_count > 0)
         recall = ret_rel / r_count
     return PRCurve(precision[grid], recall[grid], radius.astype(np.float64))
+
+
+# --------------------------------------------------------------------------- rank-based PR (DeepHash)
+
+
+class RankPRCurve(NamedTuple):
+    """Mean precision and recall after the first ``ranks[i]`` results (1-based rank cut-offs)."""
+
+    precision: np.ndarray
+    recall: np.ndarray
+    ranks: np.ndarray
+    n_queries: int  # queries averaged (see precision_recall_at_ranks)
+
+
+def deephash_pr_ranks(n_db: int) -> np.ndarray:
+    """DeepHash-pytorch's sampling of its PR curve (``validate``): every 100th rank, then every
+    rank of the last partial hundred. 1-based cut-offs (its 0-based ``index`` + 1)."""
+    hundreds = np.arange(100, (n_db // 100) * 100 + 1, 100, dtype=np.int64)
+    tail = np.arange((n_db // 100) * 100 + 1, n_db + 1, dtype=np.int64)
+    return np.concatenate([hundreds, tail])
+
+
+def precision_recall_at_ranks(
+    query_codes: Any,
+    db_codes: Any | None,
+    query_labels: Any,
+    db_labels: Any | None = None,
+    ranks: Any | None = None,
+    topk: int | None = None,
+    ties: Ties = "stable",
+    *,
+    numpy_dtype: str = "float32",
+    chunk_size: int | None = None,
+) -> RankPRCurve:
+    """Rank-based PR curve as DeepHash-pytorch's ``CalcTopMapWithPR`` + ``validate`` (not the Hamming-ball PR).
+
+    Per query over the full ranking: ``P(r) = hits(r)/r`` and ``R(r) = hits(r)/n_relevant``;
+    the curve is the mean over the queries that have at least one relevant item within the top
+    ``topk`` (DeepHash skips the others: their rows stay 0 and its ``recall[:, -1] == 1`` filter
+    drops them; ``topk=None`` = every query with a relevant item). ``ranks`` are 1-based
+    cut-offs, default :func:`deephash_pr_ranks`. Under ``ties="numpy"`` the values equal the
+    reference's bit for bit (recall divided in float32 as it does).
+    """
+    check_ties(ties, numpy_dtype)
+    codes, labels = _prepare(query_codes, db_codes, query_labels, db_labels)
+    n = codes.n_db
+    r = deephash_pr_ranks(n) if ranks is None else np.asarray(check_ks(list(np.atleast_1d(ranks)), n, "ranks"), np.int64)
+    k = _topk_cutoff(topk, n)
+    prec_rows: list[np.ndarray] = []
+    rec_rows: list[np.ndarray] = []
+    for rows, idx in iter_topk(codes, n, ties, numpy_dtype=numpy_dtype, chunk_size=chunk_size):
+        rel = labels.relevant_at(rows, idx)
+        keep = rel[:, :k].any(axis=1)
+        if not keep.any():
+            continue
+        hits = np.cumsum(rel[keep], axis=1, dtype=np.int64)[:, r - 1]
+        n_rel = rel[keep].sum(axis=1)
+        prec_rows.append(hits / r.astype(np.float64))
+        rec_rows.append((hits.astype(np.float32) / n_rel[:, None].astype(np.float32)).astype(np.float64))
+    if not prec_rows:
+        raise InputError("no query has a relevant database item within the top-k: the PR curve is undefined")
+    # C order makes np.mean(axis=0) add the rows one after another, as the reference's full matrix does.
+    prec = np.ascontiguousarray(np.concatenate(prec_rows))
+    rec = np.ascontiguousarray(np.concatenate(rec_rows))
+    return RankPRCurve(np.mean(prec, 0), np.mean(rec, 0), r, int(prec.shape[0]))
+
+
+def recall_at_k(
+    query_codes: Any,
+    db_codes: Any | None,
+    query_labels: Any,
+    db_labels: Any | None = None,
+    ks: Any = DEFAULT_KS,
+    ties: Ties = "stable",
+    *,
+    numpy_dtype: str = "float32",
+    chunk_size: int | None = None,
+) -> dict[int, float]:
+    """Mean recall@k, ``hits(k) / n_relevant``, over the queries that have a relevant item (for
+    the others recall is undefined); the recall of :func:`precision_recall_at_ranks` at ``ks``."""
+    c = precision_recall_at_ranks(query_codes, db_codes, query_labels, db_labels, ranks=list(np.atleast_1d(ks)),
+                                  ties=ties, numpy_dtype=numpy_dtype, chunk_size=chunk_size)
+    return {int(k): float(v) for k, v in zip(c.ranks, c.recall)}

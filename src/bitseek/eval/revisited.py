@@ -15,19 +15,16 @@ Reproduces revisitop's ``python/evaluate.py`` exactly (same floats, same order o
 
 from __future__ import annotations
 
-import io
 import math
-import os
-import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bitseek.errors import FileFormatError, InputError
-from bitseek.eval.inputs import as_array
+from bitseek._array import as_numpy
+from bitseek.data.revisited import load_gnd  # re-exported: the loader moved to the data layer
+from bitseek.errors import InputError
 
 __all__ = [
     "PROTOCOLS",
@@ -44,82 +41,6 @@ PROTOCOLS = ("easy", "medium", "hard")
 _SHORT = {"easy": "E", "medium": "M", "hard": "H"}
 
 
-# --------------------------------------------------------------------------- ground truth file
-
-
-class _BuiltinsOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves no global at all.
-
-    The revisitop ground-truth pickles (protocol 3) contain only dicts, lists, str, int and
-    float, which pickle builds with dedicated opcodes. Every way of running code from a pickle
-    goes through ``find_class`` (GLOBAL, STACK_GLOBAL, the extension registry), so refusing it
-    here makes loading safe.
-    """
-
-    def __init__(self, fh: io.BufferedIOBase, path: Path) -> None:
-        super().__init__(fh)
-        self._path = path
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise FileFormatError(
-            f"{self._path}: refuses to load {module}.{name}; a ground-truth pickle may only contain "
-            "dicts, lists, strings and numbers"
-        )
-
-
-def _index_list(v: Any, where: str) -> list[int]:
-    if not isinstance(v, (list, tuple)):
-        raise FileFormatError(f"{where}: expected a list of image indices, got {type(v).__name__}")
-    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v):
-        raise FileFormatError(f"{where}: image indices must be non-negative integers")
-    return list(v)
-
-
-def load_gnd(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load and check a revisitop ``gnd_<dataset>.pkl`` without unpickling arbitrary objects.
-
-    Returns the dict ``{"imlist": [...], "qimlist": [...], "gnd": [{"bbx", "easy", "hard", "junk"}]}``.
-    Any class reference, missing key, wrong type or out-of-range index raises FileFormatError.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileFormatError(f"{p}: no such ground-truth file")
-    try:
-        with p.open("rb") as fh:
-            obj = _BuiltinsOnlyUnpickler(fh, p).load()
-    except FileFormatError:
-        raise
-    except Exception as e:  # truncated or not a pickle at all
-        raise FileFormatError(f"{p}: not a readable ground-truth pickle ({type(e).__name__}: {e})") from None
-    if not isinstance(obj, dict):
-        raise FileFormatError(f"{p}: expected a dict at top level, got {type(obj).__name__}")
-    for key in ("imlist", "qimlist", "gnd"):
-        if key not in obj:
-            raise FileFormatError(f"{p}: missing key {key!r}")
-        if not isinstance(obj[key], list):
-            raise FileFormatError(f"{p}: {key!r} must be a list, got {type(obj[key]).__name__}")
-    if not all(isinstance(s, str) for s in obj["imlist"] + obj["qimlist"]):
-        raise FileFormatError(f"{p}: image names must be strings")
-    if len(obj["gnd"]) != len(obj["qimlist"]):
-        raise FileFormatError(f"{p}: {len(obj['gnd'])} gnd entries for {len(obj['qimlist'])} queries")
-    n_db = len(obj["imlist"])
-    for i, g in enumerate(obj["gnd"]):
-        where = f"{p}: gnd[{i}]"
-        if not isinstance(g, dict):
-            raise FileFormatError(f"{where}: expected a dict, got {type(g).__name__}")
-        for key in ("easy", "hard", "junk"):
-            if key not in g:
-                raise FileFormatError(f"{where}: missing key {key!r}")
-            idx = _index_list(g[key], f"{where}[{key!r}]")
-            if idx and max(idx) >= n_db:
-                raise FileFormatError(f"{where}[{key!r}]: index {max(idx)} outside the {n_db} database images")
-        if "bbx" in g:
-            b = g["bbx"]
-            if not (isinstance(b, (list, tuple)) and len(b) == 4 and all(isinstance(x, (int, float)) for x in b)):
-                raise FileFormatError(f"{where}['bbx']: expected 4 numbers [x1, y1, x2, y2]")
-    return obj
-
-
 def _per_query(gnd: Any) -> list[Mapping[str, Any]]:
     """The per-query list from a loaded gnd dict, or the list itself."""
     if isinstance(gnd, Mapping):
@@ -134,7 +55,7 @@ def _per_query(gnd: Any) -> list[Mapping[str, Any]]:
 
 
 def _ids(v: Any, where: str) -> np.ndarray:
-    a = as_array(v, where)
+    a = as_numpy(v, where)
     if a.size == 0:
         return np.zeros(0, dtype=np.int64)
     if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
@@ -185,7 +106,7 @@ def compute_ap(positions: np.ndarray, n_ok: int) -> float:
 
 
 def _check_ranks(ranks: Any, n_query: int, where: str = "ranks") -> np.ndarray:
-    r = as_array(ranks, where)
+    r = as_numpy(ranks, where)
     if r.ndim != 2:
         raise InputError(f"{where}: expected a 2-D (n_db, n_query) array, got shape {r.shape}")
     if not np.issubdtype(r.dtype, np.integer):

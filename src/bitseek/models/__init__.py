@@ -1,5 +1,5 @@
-"""Models: every method exposes ``encode()`` and (deep models) ``training_step()``."""
+"""Models: deep hashing models (``encode`` -> codes), embedders (``embed`` -> float rows), baselines."""
 
-from bitseek.models.base import HashModel
+from bitseek.models.base import Embedder, HashModel, TrainableModel, output_kind
 
-__all__ = ["HashModel"]
+__all__ = ["HashModel", "Embedder", "TrainableModel", "output_kind"]

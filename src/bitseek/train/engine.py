@@ -29,6 +29,7 @@ from bitseek.atomic import atomic_write_text
 from bitseek.config import ExperimentConfig, save_resolved
 from bitseek.progress import progress
 from bitseek.data.base import RetrievalData
+from bitseek.device import resolve_device, resolve_precision, to_device  # noqa: F401  (re-exported)
 from bitseek.errors import BitseekError
 from bitseek.models.base import EpochContext, HashModel
 from bitseek.train import checkpoint as ckpt
@@ -42,38 +43,10 @@ class TrainingDiverged(BitseekError):
     """The loss became NaN or infinite."""
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if spec == "cuda":  # the current CUDA device (this rank's under torchrun), with its index
-        rank = os.environ.get("LOCAL_RANK")
-        return torch.device("cuda", int(rank) if rank is not None else torch.cuda.current_device())
-    return torch.device(spec)
-
-
-def resolve_precision(spec: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full fp32."""
-    if spec == "fp32" or (spec == "auto" and device.type != "cuda"):
-        return None
-    if spec == "bf16" or (spec == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    if spec in ("fp16", "auto"):
-        return torch.float16
-    raise BitseekError(f"train.precision: unknown value {spec!r} (auto, fp32, bf16, fp16)")
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 class _StepModule(nn.Module):
