@@ -192,7 +192,7 @@ def test_labels_load_once_on_first_use(fcvid, monkeypatch):
     data = load_data(small("fcvid", root))
     assert calls == []
     np.testing.assert_array_equal(data.query_labels, lab)
-    assert data.info["num_classes"] == C and data.database_labels is data.query_labels
+    assert data.info["num_classes"] == C and data.searched_labels is data.query_labels
     assert len(calls) == 1
 
 
