@@ -50,7 +50,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "cvnet": dict(reduction_dim=32, rerank_dim=16),
 }
 # Inputs of models whose config does not carry the input size (fully convolutional ones).
-IMAGE_SIZE: dict[str, int] = {"cvnet": 64}
+IMAGE_SIZE: dict[str, int] = {"cvnet": 32}
 N = 12  # batch / training-set size
 VIDEO_DIM, VIDEO_FRAMES = 12, 6  # for closed-form models, whose feature_dim is learnt by fit()
 
