@@ -190,7 +190,7 @@ def test_out_is_a_directory_refused_before_work(tmp_path, capsys):
     (tmp_path / "ec").mkdir()
     rc = main(["eval-codes", "--ks", "5", "--query", str(f["q"]), "--db", str(f["db"]), "--query-labels",
                str(f["ql"]), "--db-labels", str(f["dbl"]), "--out", str(tmp_path / "ec")])
-    err = assert_user_error(capsys, rc, "--out", "is a directory")
+    err = assert_user_error(capsys, rc, "--out", "ec:")
     assert "mAP" not in capsys.readouterr().out and err
 
 
