@@ -221,6 +221,7 @@ _MODEL_MODULES = (
     "bitseek.models.wsch",
     "bitseek.models.csce",
     "bitseek.models.shallow",
+    "bitseek.models.cvnet",
 )
 
 MODELS = Registry("model", _MODEL_MODULES)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -108,18 +109,28 @@ def read_safetensors(path: str | os.PathLike[str], sha256: str | None = None) ->
 # --------------------------------------------------------------------------- .pth and unwrapping
 
 
-def read_torch_file(path: str | os.PathLike[str]) -> Any:
-    """``torch.load(weights_only=True)`` on CPU; any failure is a FileFormatError naming the file."""
+def read_torch_file(path: str | os.PathLike[str], allow_pickle: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` on CPU; any failure is a FileFormatError naming the file.
+
+    A file that pickles an object weights-only loading refuses is named with that object.
+    ``allow_pickle=True`` (an explicit opt-in, CLI ``--allow-pickle``) loads it with full unpickling,
+    which runs any code the file carries: only for files from a source you trust.
+    """
     p = Path(path)
     if not p.exists():
         raise FileFormatError(f"{p}: checkpoint file does not exist")
     if not p.is_file():
         raise FileFormatError(f"{p}: is a directory, expected a .pth/.pt file")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        return torch.load(p, map_location="cpu", weights_only=not allow_pickle)
     except MemoryError:
         raise FileFormatError(f"{p}: asks for more memory than this machine has (corrupt or crafted file?)") from None
     except Exception as e:  # pickle errors, truncated zip archives (OSError), refused globals
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if refused:
+            raise FileFormatError(f"{p}: holds a pickled {refused[1]} object, which weights-only loading refuses; "
+                                  "if you trust the file's source, load it with allow_pickle=True (--allow-pickle), "
+                                  "which executes any code the file carries") from None
         raise FileFormatError(f"{p}: cannot read as a weights-only torch checkpoint "
                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 

@@ -9,6 +9,7 @@ weights strictly into a freshly built model.
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -38,33 +39,41 @@ def unwrap_checkpoint(obj: Any, where: str = "checkpoint") -> StateDict:
     return unwrap_state_dict(obj, where)
 
 
-def convert_state_dict(name: str, state_dict: Mapping[str, Tensor]) -> StateDict:
+def convert_state_dict(name: str, state_dict: Mapping[str, Tensor], model: torch.nn.Module | None = None) -> StateDict:
     """Map an official state dict of model ``name`` onto bitseek's parameter names."""
     if name not in CONVERTERS:
         raise InputError(f"no converter for model {name!r} (known: {', '.join(CONVERTERS.names()) or 'none'}); "
                          "only models with a released checkpoint layout have one")
-    return CONVERTERS.get(name).factory(unwrap_checkpoint(dict(state_dict)))
+    fn = CONVERTERS.get(name).factory
+    sd = unwrap_checkpoint(dict(state_dict))
+    if model is not None and len(inspect.signature(fn).parameters) > 1:
+        return fn(sd, model)
+    return fn(sd)
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> StateDict:
-    """Read a released ``.pth``/``.pt`` (weights-only, whatever its suffix) or ``.safetensors`` file, unwrapped."""
+def read_checkpoint(path: str | os.PathLike[str], allow_pickle: bool = False) -> StateDict:
+    """Read a released ``.pth``/``.pt``/``.pyth`` (weights-only, whatever its suffix) or ``.safetensors``
+    file, unwrapped. ``allow_pickle``: see :func:`bitseek.weights.read_torch_file` (trusted files only)."""
     p = Path(path)
     if p.suffix.lower() == ".safetensors":
         return read_state_dict(p)
-    return unwrap_state_dict(read_torch_file(p), str(p))
+    return unwrap_state_dict(read_torch_file(p, allow_pickle=allow_pickle), str(p))
 
 
-def load_official(path: str | os.PathLike[str], cfg: Any) -> torch.nn.Module:
+def load_official(path: str | os.PathLike[str], cfg: Any, allow_pickle: bool = False) -> torch.nn.Module:
     """Build the model for ``cfg`` (a registered model config) and load an official checkpoint into it.
 
     Every parameter must be present with the right shape and nothing may be left over; a mismatch
     (e.g. a 32-bit checkpoint with a 64-bit config) raises FileFormatError naming the tensor.
+    A converter taking a second argument also gets the freshly built model (timm's
+    ``checkpoint_filter_fn(state_dict, model)``), so it can name a wrong variant. ``allow_pickle``:
+    see :func:`read_checkpoint`.
     """
     name = getattr(cfg, "name", None)
     if name is None:
         raise InputError(f"load_official: config {type(cfg).__name__} has no 'name'")
-    converted = convert_state_dict(name, read_checkpoint(path))
     model = MODELS.create(cfg)  # no initialisation weights: the released checkpoint holds every one
+    converted = convert_state_dict(name, read_checkpoint(path, allow_pickle), model)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(converted))
     unexpected = sorted(set(converted) - set(expected))

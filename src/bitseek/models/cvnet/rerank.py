@@ -1,0 +1,158 @@
+"""CVNet's re-ranker: cross-scale correlation of two stage-3 maps, verified by a 4D-conv encoder.
+
+For a query map ``fq`` (B, 1024, Hq, Wq) and a key map ``fk`` (B, 1024, Hk, Wk), both taken from the
+last stage-3 block *before* its ReLU:
+
+1. **Pyramid.** For each area scale s in (0.25, 0.5, 1.0) resize bilinearly (``align_corners=True``)
+   to ``(round(H·√s), round(W·√s))`` (Python's half-to-even ``round``), then apply that scale's own
+   3x3 conv 1024 -> 256 (no bias; query and key share it).
+2. **Correlation.** For every (query scale, key scale) pair, query scale outer: cosine similarity of
+   every query position with every key position, ``<q, k> / (|q|·|k| + 1e-8)``; each 4D result is
+   resized bilinearly (``align_corners=True``; query dims, then key dims) to (Hq, Wq, Hk, Wk).
+   The 9 tensors are stacked as channels and clamped at 0.
+3. **Encoder.** Four blocks of center-pivot 4D convs, each followed by GroupNorm(4) and ReLU; the
+   mean over the four spatial dims; MLP 128 -> 128 -> 2; softmax; the score is the probability of
+   class 1 (same instance).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bitseek.errors import ConfigError, InputError
+from bitseek.models.layers.conv4d import CenterPivotConv4d
+
+__all__ = [
+    "CORRELATION_EPS",
+    "LEARNER_LAYERS",
+    "CVReranker",
+    "Conv4dNormAct",
+    "CorrelationLearner",
+    "cosine_correlation",
+    "cross_scale_correlation",
+    "pyramid_size",
+    "resize4d",
+]
+
+CORRELATION_EPS = 1e-8
+
+# (out channels, kernel, stride) of each center-pivot conv, per block (CVNet's CVLearner).
+LEARNER_LAYERS: tuple[tuple[tuple[int, int, int], ...], ...] = (
+    ((16, 5, 2),),
+    ((16, 3, 1), (32, 3, 2)),
+    ((32, 3, 1), (32, 3, 1), (64, 3, 2)),
+    ((64, 3, 1), (64, 3, 1), (128, 3, 1)),
+)
+GROUPS = 4
+
+
+def pyramid_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    """Map size at area scale ``scale``: Python ``round`` (half to even) of each side times √scale."""
+    r = math.sqrt(scale)
+    return round(h * r), round(w * r)
+
+
+def cosine_correlation(fq: Tensor, fk: Tensor, eps: float = CORRELATION_EPS) -> Tensor:
+    """(B, C, hq, wq) x (B, C, hk, wk) -> (B, hq, wq, hk, wk) cosine similarities (eps on the norm product)."""
+    b, c, hq, wq = fq.shape
+    hk, wk = fk.shape[-2:]
+    q = fq.reshape(b, c, hq * wq)
+    k = fk.reshape(b, c, hk * wk)
+    dots = torch.bmm(q.transpose(1, 2), k)
+    norms = q.norm(dim=1).unsqueeze(2) * k.norm(dim=1).unsqueeze(1)
+    return (dots / (norms + eps)).view(b, hq, wq, hk, wk)
+
+
+def resize4d(corr: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear (``align_corners=True``) resize of (B, hq, wq, hk, wk) to ``size`` = (Hq, Wq, Hk, Wk),
+    over the query dims first and then over the key dims."""
+    b, hq, wq, hk, wk = corr.shape
+    Hq, Wq, Hk, Wk = (int(s) for s in size)
+    # key positions as channels, query dims as the image
+    x = corr.view(b, hq, wq, hk * wk).permute(0, 3, 1, 2)
+    x = F.interpolate(x, (Hq, Wq), mode="bilinear", align_corners=True)  # (B, hk*wk, Hq, Wq)
+    # query positions as channels, key dims as the image
+    x = x.reshape(b, hk, wk, Hq * Wq).permute(0, 3, 1, 2)
+    x = F.interpolate(x, (Hk, Wk), mode="bilinear", align_corners=True)  # (B, Hq*Wq, Hk, Wk)
+    return x.reshape(b, Hq, Wq, Hk, Wk)
+
+
+def cross_scale_correlation(fq: Tensor, fk: Tensor, scales: Sequence[float], convs: Sequence[nn.Module],
+                            eps: float = CORRELATION_EPS) -> Tensor:
+    """The (B, S², Hq, Wq, Hk, Wk) non-negative cross-scale correlation of two stage-3 maps."""
+    if fq.dim() != 4 or fk.dim() != 4 or fq.shape[:2] != fk.shape[:2]:
+        raise InputError(f"CVNet re-rank: feature maps must be (B, C, H, W) with equal B and C, got "
+                         f"{tuple(fq.shape)} and {tuple(fk.shape)}")
+    hq, wq = fq.shape[-2:]
+    hk, wk = fk.shape[-2:]
+
+    def pyramid(f: Tensor) -> list[Tensor]:
+        h, w = f.shape[-2:]
+        return [conv(F.interpolate(f, pyramid_size(h, w, s), mode="bilinear", align_corners=True))
+                for s, conv in zip(scales, convs)]
+
+    qs, ks = pyramid(fq), pyramid(fk)
+    corrs = [resize4d(cosine_correlation(q, k, eps), (hq, wq, hk, wk)) for q in qs for k in ks]
+    return torch.stack(corrs, dim=1).clamp(min=0)
+
+
+class Conv4dNormAct(nn.Module):
+    """Center-pivot 4D conv -> GroupNorm(4) -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.conv = CenterPivotConv4d(cin, cout, kernel, stride)
+        self.norm = nn.GroupNorm(GROUPS, cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
+class CorrelationLearner(nn.Module):
+    """4D-conv encoder of the correlation -> 2 logits (different / same instance)."""
+
+    def __init__(self, in_channels: int, layers: Sequence[Sequence[tuple[int, int, int]]] = LEARNER_LAYERS) -> None:
+        super().__init__()
+        blocks = []
+        c = in_channels
+        for block in layers:
+            mods = []
+            for cout, k, s in block:
+                mods.append(Conv4dNormAct(c, cout, k, s))
+                c = cout
+            blocks.append(nn.Sequential(*mods))
+        self.blocks = nn.ModuleList(blocks)
+        self.classifier = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, 2))
+
+    def forward(self, corr: Tensor) -> Tensor:
+        x = corr
+        for block in self.blocks:
+            x = block(x)
+        return self.classifier(x.flatten(2).mean(-1))
+
+
+class CVReranker(nn.Module):
+    """Per-scale 3x3 convs + correlation learner: a pair of stage-3 maps -> match probability."""
+
+    def __init__(self, in_channels: int = 1024, dim: int = 256, scales: Sequence[float] = (0.25, 0.5, 1.0)) -> None:
+        super().__init__()
+        if not scales or min(scales) <= 0:
+            raise ConfigError(f"model.rerank_scales must be positive area factors, got {list(scales)}")
+        self.scales = tuple(float(s) for s in scales)
+        self.scale_convs = nn.ModuleList(nn.Conv2d(in_channels, dim, 3, padding=1, bias=False) for _ in self.scales)
+        self.learner = CorrelationLearner(len(self.scales) ** 2)
+
+    def correlation(self, fq: Tensor, fk: Tensor) -> Tensor:
+        return cross_scale_correlation(fq, fk, self.scales, self.scale_convs)
+
+    def logits(self, fq: Tensor, fk: Tensor) -> Tensor:
+        return self.learner(self.correlation(fq, fk))
+
+    def forward(self, fq: Tensor, fk: Tensor) -> Tensor:
+        """(B,) probability that each (query, key) pair shows the same instance."""
+        return torch.softmax(self.logits(fq, fk), dim=1)[:, 1]
