@@ -148,9 +148,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from bitseek.models.convert import load_official
     from bitseek.train.checkpoint import save_model
 
-    cfg = _load_cfg(args)
-    model = load_official(args.src, cfg.model)
-    save_model(args.out, model, cfg.model, extra={"converted_from": str(args.src)})
+    if args.model:  # no experiment file: the model section comes from model.* overrides alone
+        from bitseek.config import apply_overrides
+        from bitseek.registry import MODELS
+
+        raw: dict[str, Any] = {"model": {}}
+        apply_overrides(raw, _normalise_overrides(list(args.overrides)))
+        other = sorted(set(raw) - {"model"})
+        if other:
+            raise BitseekError(f"convert --model: only model.* overrides apply here, got section(s) {other}")
+        model_cfg = MODELS.config(args.model, **raw["model"])
+    else:
+        model_cfg = _load_cfg(args).model
+    model = load_official(args.src, model_cfg, allow_pickle=args.allow_pickle)
+    save_model(args.out, model, model_cfg, extra={"converted_from": str(args.src)})
     print(f"converted {args.src} -> {args.out}")
     return 0
 
@@ -262,8 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=None, help="JSON results file (default: print)")
 
     sp = add("convert", cmd_convert, "import an official released checkpoint into a bitseek one (`bitseek list converters`)")
-    _add_config_args(sp)
-    sp.add_argument("--src", required=True, help="the authors' .pth file")
+    which = sp.add_mutually_exclusive_group(required=True)
+    which.add_argument("--config", "--cfg", dest="config",
+                       help="experiment YAML file or packaged recipe holding the model section")
+    which.add_argument("--model", help="registered model name, configured by model.* overrides alone "
+                                       "(e.g. --model cvnet MODEL.DEPTH 101)")
+    sp.add_argument("--gpu", default=None, help=argparse.SUPPRESS)
+    sp.add_argument("overrides", nargs="*", help="key.sub=value overrides (anywhere on the line), or KEY VALUE pairs")
+    sp.add_argument("--src", required=True, help="the authors' .pth/.pyth file")
+    sp.add_argument("--allow-pickle", action="store_true",
+                    help="load a file holding pickled objects that weights-only loading refuses; this runs any "
+                         "code the file carries, so use it only for files from a source you trust")
     sp.add_argument("--out", required=True, help="checkpoint folder to write")
 
     sp = add("list", cmd_list, "list registered models, datasets, backbones, converters, index engines, "
