@@ -51,7 +51,7 @@ StateDict = dict[str, Tensor]
 
 # Keys under which training scripts nest the weights in a checkpoint dict: ConMH's model.pth
 # ("model_state_dict"), timm/torchvision-style files ("state_dict", "model"), WSCH's train.py ("berthash").
-WRAPPER_KEYS: tuple[str, ...] = ("model_state_dict", "state_dict", "model", "berthash")
+WRAPPER_KEYS: tuple[str, ...] = ("model_state_dict", "state_dict", "model", "berthash", "model_state")  # + pycls (CVNet .pyth)
 
 # config.json of a model folder. Version 2 adds ``weights_sha256``; version 1 folders still load.
 MODEL_FORMAT_VERSION = 2
