@@ -35,7 +35,9 @@ def test_config_and_registry() -> None:
     cfg = MODELS.config("cvnet", depth=101)
     assert cfg.depth == 101 and cfg.reduction_dim == 2048 and cfg.rerank_scales == [0.25, 0.5, 1.0]
     with pytest.raises(ConfigError, match="model.depth must be 50 or 101"):
-        MODELS.create(MODELS.config("cvnet", depth=34))
+        MODELS.config("cvnet", depth=34)
+    with pytest.raises(ConfigError, match="rerank_scales"):
+        MODELS.config("cvnet", rerank_scales=[0.5, 0.0])
 
 
 def test_structure_matches_the_published_shapes(r50: CVNet) -> None:

@@ -44,6 +44,17 @@ class CVNetConfig:
     rerank_scales: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # pyramid area factors
     rerank_dim: int = 256  # channels of each pyramid level after its 3x3 conv
 
+    def __post_init__(self) -> None:
+        if self.depth not in DEPTHS:
+            raise ConfigError(f"model.depth must be 50 or 101 (the released CVNet models), got {self.depth}")
+        if self.reduction_dim < 1 or self.rerank_dim < 1:
+            raise ConfigError(f"model.reduction_dim and model.rerank_dim must be positive, got "
+                              f"{self.reduction_dim} and {self.rerank_dim}")
+        if self.gem_p <= 0:
+            raise ConfigError(f"model.gem_p must be positive, got {self.gem_p}")
+        if not self.rerank_scales or min(self.rerank_scales) <= 0:
+            raise ConfigError(f"model.rerank_scales must be positive area factors, got {list(self.rerank_scales)}")
+
 
 class GeM(nn.Module):
     """Generalised-mean pooling with a learnable exponent: ``mean(clamp(x, eps)^p)^(1/p)`` per channel."""
@@ -62,7 +73,6 @@ class CVNet(nn.Module):
 
     def __init__(self, cfg: CVNetConfig) -> None:
         super().__init__()
-        _validate(cfg)
         self.cfg = cfg
         self.backbone: ResNet = build_backbone(f"resnet{cfg.depth}", out_indices=(4,))  # type: ignore[assignment]
         self.pool = GeM(cfg.gem_p)
@@ -118,16 +128,6 @@ def _images(x: Tensor) -> Tensor:
     if x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
         raise InputError(f"CVNet: images must be a float (B, 3, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
     return x
-
-
-def _validate(cfg: CVNetConfig) -> None:
-    if cfg.depth not in DEPTHS:
-        raise ConfigError(f"model.depth must be 50 or 101 (the released CVNet models), got {cfg.depth}")
-    if cfg.reduction_dim < 1 or cfg.rerank_dim < 1:
-        raise ConfigError(f"model.reduction_dim and model.rerank_dim must be positive, got "
-                          f"{cfg.reduction_dim} and {cfg.rerank_dim}")
-    if cfg.gem_p <= 0:
-        raise ConfigError(f"model.gem_p must be positive, got {cfg.gem_p}")
 
 
 @register_model("cvnet", CVNetConfig)
