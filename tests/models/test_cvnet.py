@@ -70,7 +70,7 @@ def test_global_descriptor_is_gem_whitening_l2(r50: CVNet) -> None:
     assert g.shape == (2, 2048) and g.dtype == torch.float32
     torch.testing.assert_close(g.double(), want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g.norm(dim=1), torch.ones(2))
-    assert torch.equal(r50.embed({"image": x}), g)
+    assert torch.equal(r50.embed({"image": x}), g) and r50.dim == r50.embed_dim == 2048
 
 
 def test_rerank_features_are_the_last_stage3_block_before_relu(r50: CVNet) -> None:

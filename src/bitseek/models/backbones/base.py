@@ -123,7 +123,8 @@ class Backbone(nn.Module, metaclass=abc.ABCMeta):
                       indices: Sequence[int] | None = None) -> tuple[tuple[int, int], ...]:
         """Spatial sizes of the maps at ``indices`` (default ``out_indices``) for ``image_size``."""
         sizes = self._spatial_sizes(_pair(image_size))
-        return tuple(sizes[i] for i in (self.out_indices if indices is None else self.check_indices(indices, "indices")))
+        idx = self.out_indices if indices is None else self.check_indices(indices, "indices")
+        return tuple(sizes[i] for i in idx)
 
     def load_pretrained(self, path: str | Path) -> None:
         """Load weights in this backbone's own (torchvision/timm) naming from a local file."""

@@ -39,7 +39,8 @@ RERANK_KEYS = 61
 _STAGE3_BLOCKS = {6: 50, 23: 101}
 
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
-_RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...] = tuple((re.compile(p + r"$"), r) for p, r in (
+Rule = Callable[[re.Match[str]], "str | None"]  # official key match -> our key (None: not a real key)
+_RULES: tuple[tuple[re.Pattern[str], Rule], ...] = tuple((re.compile(p + r"$"), r) for p, r in (
     (r"encoder_q\.stem\.conv\.weight", lambda m: "backbone.conv1.weight"),
     (rf"encoder_q\.stem\.bn\.{_BN}", lambda m: f"backbone.bn1.{m[1]}"),
     (r"encoder_q\.s([1-4])\.b(\d+)\.f\.([abc])\.weight",
@@ -55,7 +56,8 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str | None]], ...
      lambda m: f"rerank.learner.blocks.{int(m[1]) - 1}.{int(m[2]) // 3}.conv."
                f"{'query_conv' if m[3] == '1' else 'key_conv'}.{m[4]}" if int(m[2]) % 3 == 0 else None),
     (r"cv_learner\.block([1-9])\.(\d+)\.(weight|bias)",  # GroupNorm at 3j + 1
-     lambda m: f"rerank.learner.blocks.{int(m[1]) - 1}.{int(m[2]) // 3}.norm.{m[3]}" if int(m[2]) % 3 == 1 else None),
+     lambda m: f"rerank.learner.blocks.{int(m[1]) - 1}.{int(m[2]) // 3}.norm.{m[3]}"
+               if int(m[2]) % 3 == 1 else None),
     (r"cv_learner\.mlp\.([02])\.(weight|bias)", lambda m: f"rerank.learner.classifier.{m[1]}.{m[2]}"),
 ))
 

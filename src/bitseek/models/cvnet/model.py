@@ -78,7 +78,7 @@ class CVNet(nn.Module):
         self.pool = GeM(cfg.gem_p)
         self.whiten = nn.Linear(STAGE4_CHANNELS, cfg.reduction_dim, bias=True)
         self.rerank = CVReranker(STAGE3_CHANNELS, cfg.rerank_dim, cfg.rerank_scales)
-        self.embed_dim = cfg.reduction_dim
+        self.dim = self.embed_dim = cfg.reduction_dim  # width of embed()'s rows
 
     # ------------------------------------------------------------------ global
     def global_descriptor(self, x: Tensor) -> Tensor:
@@ -89,6 +89,7 @@ class CVNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.global_descriptor(x)
 
+    @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         """Embedder contract: ``batch["image"]`` -> (B, D) float32 L2-normalised rows (single scale)."""
         if "image" not in batch:
@@ -115,7 +116,8 @@ class CVNet(nn.Module):
             elif fk.shape[0] == 1:
                 fk = fk.expand(fq.shape[0], -1, -1, -1)
             else:
-                raise InputError(f"CVNet re-rank: batch sizes {fq.shape[0]} and {fk.shape[0]} differ (and neither is 1)")
+                raise InputError(f"CVNet re-rank: batch sizes {fq.shape[0]} and {fk.shape[0]} differ "
+                                 "(and neither is 1)")
         dtype = self.rerank.scale_convs[0].weight.dtype  # cached maps may be stored in fp16
         return self.rerank(fq.to(dtype), fk.to(dtype))
 
