@@ -190,6 +190,6 @@ def test_yfcc_shard_lists_built_with_a_range_comprehension(tmp_path):
     assert c.data.train_files == [f"yfcc_train_feats_{i}.h5" for i in range(1, 10)]
     assert c.data.db_files == ["yfcc_test_feats_1.h5", "yfcc_test_feats_2.h5"]
     big = tmp_path / "big.py"
-    big.write_text("x = [i for i in range(10**9)]\n")
+    big.write_text("x = [i for i in range(1000000000)]\n")
     with pytest.raises(ConfigError, match="a range of 1000000000 items"):
         read_python_assignments(big)
