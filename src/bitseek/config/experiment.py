@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -64,6 +64,7 @@ class OptimConfig:
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 SCHEDULES = ("none", "step", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EVAL_PROTOCOLS = ("auto", "map_at_k", "map_at_topk", "revisited")
 MAX_SEED = 2**32 - 1  # numpy's seed range; the engine derives per-epoch seeds as seed * 100003 + epoch
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -75,7 +76,7 @@ class TrainConfig:
     epochs: int = 1
     seed: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (bf16/fp16 AMP on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    precision: str = "fp32"  # fp32 (the official recipes) | bf16 | fp16 | auto (bf16/fp16 AMP on GPU, fp32 on CPU)
     checkpoint_every: int = 1  # epochs
     log_every: int = 10  # steps
     max_steps_per_epoch: int = 0  # 0 = full epoch (for smoke tests)
@@ -105,19 +106,28 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation protocol and its parameters."""
 
-    protocol: str = "map_at_k"  # map_at_k | map_at_topk | revisited
+    # auto = the dataset's own: revisited (revisitop gnd), map_at_topk at its cut-off (image
+    # benchmarks), else map_at_k (video) | map_at_k | map_at_topk | revisited
+    protocol: str = "auto"
     ks: list[int] = field(default_factory=lambda: [5, 10, 20, 40, 60, 80, 100])
-    topk: int = 0  # map_at_topk: 0 = whole database
+    topk: Optional[int] = None  # map_at_topk cut-off: unset = the dataset's (else all), 0 = whole database
     ties: str = "stable"  # stable | numpy (bit-exact reference order)
     batch_size: int = 128
     checkpoint: str = ""  # which checkpoint eval loads: "" = last in out_dir, or a path
+    precision: str = "fp32"  # encoding precision: fp32 | bf16 | fp16 | auto (AMP flips some bits: docs/protocols.md)
 
     def __post_init__(self) -> None:
+        if self.protocol not in EVAL_PROTOCOLS:
+            raise ConfigError(f"eval.protocol: unknown protocol {self.protocol!r}{suggest(self.protocol, list(EVAL_PROTOCOLS))}")
+        if self.ties not in ("stable", "numpy"):
+            raise ConfigError(f"eval.ties: must be 'stable' or 'numpy', got {self.ties!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"eval.precision: unknown value {self.precision!r} ({', '.join(PRECISIONS)})")
         if self.batch_size < 1:
             raise ConfigError(f"eval.batch_size: must be >= 1, got {self.batch_size}")
         if any(k < 1 for k in self.ks):
             raise ConfigError(f"eval.ks: cut-offs must be >= 1, got {self.ks}")
-        if self.topk < 0:
+        if self.topk is not None and self.topk < 0:
             raise ConfigError(f"eval.topk: must be >= 0 (0 = whole database), got {self.topk}")
 
 

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bitseek.models import Embedder, HashModel, output_kind
+
+
+class E(Embedder):
+    dim = 4
+
+    def training_step(self, batch, phase="train"):
+        return {"loss": torch.zeros(())}
+
+    def embed(self, batch):
+        return torch.zeros(len(batch["x"]), 4)
+
+
+def test_output_kind_tells_codes_from_features():
+    assert output_kind(E()) == "features"
+
+    class H(HashModel):
+        bits = 8
+
+        def training_step(self, batch, phase="train"):
+            return {"loss": torch.zeros(())}
+
+        def encode(self, batch):
+            return torch.ones(1, 8)
+
+    assert output_kind(H()) == "codes"
+
+    class Shallow:  # closed-form baselines are not nn.Modules
+        def encode(self, batch):
+            return batch
+
+    assert output_kind(Shallow()) == "codes"
+    with pytest.raises(TypeError, match="neither encode"):
+        output_kind(object())
+
+
+def test_embedder_is_abstract_until_embed_exists():
+    class NoEmbed(Embedder):
+        def training_step(self, batch, phase="train"):
+            return {"loss": torch.zeros(())}
+
+    with pytest.raises(TypeError):
+        NoEmbed()
+    assert E().epoch_phases(0) == ["train"]
