@@ -101,3 +101,21 @@ def test_map_plot_legend_names_every_line(tmp_path, monkeypatch):
     report.plot_map_at_k(rows, tmp_path / "map.png", note="AP divided by K")
     assert len(seen["labels"]) == 9 and "conmh 32 bits" in seen["labels"]
     assert len(set(seen["handles"])) == 9 and seen["handlelength"] >= 3
+
+
+def test_plots_leave_the_matplotlib_backend_and_figures_alone(tmp_path):
+    """A notebook user's backend and open figures survive a bitseek plot (the old code forced Agg)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt\n"
+        "from bitseek.eval.report import metric_rows, plot_map_at_k, plot_pr_curves\n"
+        "import numpy as np\n"
+        f"plot_map_at_k(metric_rows('d', 'm', 8, {{5: 0.5, 10: 0.4}}, 'mAP@'), r'{tmp_path / 'm.png'}')\n"
+        f"plot_pr_curves({{'m': (np.array([1.0, 0.5]), np.array([0.1, 1.0]))}}, r'{tmp_path / 'p.png'}')\n"
+        "print(matplotlib.get_backend(), len(plt.get_fignums()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["svg", "0"]
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"

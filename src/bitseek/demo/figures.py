@@ -46,11 +46,10 @@ def plot_retrievals(path: Path, queries: Sequence[np.ndarray], results: Sequence
     (T, H, W) uint8 arrays shown as square tiles of ``frames_per_clip`` frames; images are (H, W).
     The figure is one page wide whatever the number of columns, with captions at a readable size.
     """
-    from bitseek.eval.report import pyplot, save_png
+    from bitseek.eval.report import new_figure, save_png
 
     if distances is not None and [len(d) for d in distances] != [len(r) for r in results]:
         raise InputError("plot_retrievals: need one distance per result")
-    plt = pyplot()
 
     def cell(x: np.ndarray) -> np.ndarray:
         return tile_frames(x, frames_per_clip) if x.ndim == 3 else x
@@ -59,8 +58,8 @@ def plot_retrievals(path: Path, queries: Sequence[np.ndarray], results: Sequence
     first = cell(queries[0])
     aspect = first.shape[0] / first.shape[1]
     cell_w = PAGE_WIDTH_IN / cols
-    fig, axes = plt.subplots(rows, cols, figsize=(PAGE_WIDTH_IN, rows * (cell_w * aspect + 0.55) + 0.5),
-                             squeeze=False)
+    fig = new_figure(figsize=(PAGE_WIDTH_IN, rows * (cell_w * aspect + 0.55) + 0.5))
+    axes = fig.subplots(rows, cols, squeeze=False)
     font = 9 if cols <= 7 else 8
     for r in range(rows):
         for c in range(cols):
@@ -88,10 +87,7 @@ def plot_retrievals(path: Path, queries: Sequence[np.ndarray], results: Sequence
         head += "; d = distance to the query"
     fig.suptitle(f"{title}\n{head}" if title else head, fontsize=10)
     fig.tight_layout()
-    try:
-        save_png(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    save_png(fig, path, dpi=110)
     return path
 
 

@@ -130,33 +130,30 @@ def _retrieval_picture(path: Path, data: RetrievalData, dist: np.ndarray, ids: n
 
 def _plot_map_vs_bits(rows: list[dict[str, Any]], path: Path, metric: str) -> None:
     """``metric`` against code length, one line per method (bit lengths on a log2 axis)."""
-    from bitseek.eval.report import pyplot, save_png
+    from bitseek.eval.report import new_figure, save_png
 
-    plt = pyplot()
     series: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
         if r["metric"] == metric:
             series.setdefault(r["method"], []).append((r["bits"], r["value"]))
     if not series:
         raise InputError(f"no rows with metric {metric!r} to plot")
-    fig, ax = plt.subplots(figsize=(5, 4))
-    try:
-        for method, pts in series.items():
-            pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-        bits = sorted({p[0] for pts in series.values() for p in pts})
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(bits, [str(b) for b in bits])
-        ax.minorticks_off()
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("bits")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{DATASET}: {metric} by code length")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-        save_png(fig, path)
-    finally:
-        plt.close(fig)
+    fig = new_figure(figsize=(5, 4))
+    ax = fig.subplots()
+    for method, pts in series.items():
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    bits = sorted({p[0] for pts in series.values() for p in pts})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(bits, [str(b) for b in bits])
+    ax.minorticks_off()
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("bits")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{DATASET}: {metric} by code length")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    save_png(fig, path)
 
 
 def run_image_demo(out: Path, full: bool = False, seed: int = 0, quick: bool = False,

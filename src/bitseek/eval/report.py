@@ -2,7 +2,8 @@
 
 A result is a flat list of rows ``{"dataset", "method", "bits", "metric", "value"}`` so that runs
 from different methods, datasets and code lengths can be concatenated and re-tabulated freely.
-Plotting imports matplotlib lazily (Agg backend) so importing the evaluator stays cheap.
+Plotting imports matplotlib lazily and builds figures outside pyplot, so importing the evaluator stays
+cheap and a notebook's backend and figures are left alone.
 """
 
 from __future__ import annotations
@@ -139,11 +140,19 @@ def save_png(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def pyplot() -> Any:
-    """matplotlib.pyplot on the non-interactive Agg backend (no display on servers and CI)."""
-    import matplotlib
+def new_figure(**kwargs: Any) -> Any:
+    """A ``matplotlib.figure.Figure`` outside pyplot: no backend switch, no global figure list.
 
-    matplotlib.use("Agg", force=False)
+    Plots built on it leave a notebook's or application's matplotlib state alone, and need no
+    ``close``; :func:`save_png` renders them through Agg.
+    """
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot, for callers that want it; bitseek's own plots use :func:`new_figure`."""
     import matplotlib.pyplot as plt
 
     return plt
@@ -180,31 +189,28 @@ def plot_map_at_k(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike[str
     if not data:
         raise InputError(f"plot_map_at_k: no rows with a metric named {metric}<K>")
     datasets = list(dict.fromkeys(r["dataset"] for r in data))
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(datasets), figsize=(7.2 * len(datasets), 4.6), squeeze=False)
-    try:
-        for ax, ds in zip(axes[0], datasets):
-            series: dict[tuple[str, int], list[tuple[int, float]]] = {}
-            for r in data:
-                if r["dataset"] == ds:
-                    series.setdefault((r["method"], r["bits"]), []).append((int(r["metric"][len(metric):]), r["value"]))
-            styles = line_styles([m for m, _ in series], [b for _, b in series])
-            for key in sorted(series, key=lambda mb: (list(styles).index(mb))):
-                pts = sorted(series[key])
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], markersize=5, linewidth=1.6,
-                        label=f"{key[0]} {key[1]} bits", **styles[key])
-            ks = sorted({p[0] for pts in series.values() for p in pts})
-            ax.set_xticks(ks)
-            ax.set_title(f"{ds}: {metric.rstrip('@')}@K" + (f"\n{note}" if note else ""), fontsize=10)
-            ax.set_xlabel("K (retrieved items)")
-            ax.set_ylabel(metric.rstrip("@") + "@K")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize="small", ncol=1 if len(series) <= 8 else 2, handlelength=3.5,
-                      loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
-                      title="method, code length", title_fontsize="small")
-        save_png(fig, path)
-    finally:
-        plt.close(fig)
+    fig = new_figure(figsize=(7.2 * len(datasets), 4.6))
+    axes = fig.subplots(1, len(datasets), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        series: dict[tuple[str, int], list[tuple[int, float]]] = {}
+        for r in data:
+            if r["dataset"] == ds:
+                series.setdefault((r["method"], r["bits"]), []).append((int(r["metric"][len(metric):]), r["value"]))
+        styles = line_styles([m for m, _ in series], [b for _, b in series])
+        for key in sorted(series, key=lambda mb: (list(styles).index(mb))):
+            pts = sorted(series[key])
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], markersize=5, linewidth=1.6,
+                    label=f"{key[0]} {key[1]} bits", **styles[key])
+        ks = sorted({p[0] for pts in series.values() for p in pts})
+        ax.set_xticks(ks)
+        ax.set_title(f"{ds}: {metric.rstrip('@')}@K" + (f"\n{note}" if note else ""), fontsize=10)
+        ax.set_xlabel("K (retrieved items)")
+        ax.set_ylabel(metric.rstrip("@") + "@K")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small", ncol=1 if len(series) <= 8 else 2, handlelength=3.5,
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                  title="method, code length", title_fontsize="small")
+    save_png(fig, path)
 
 
 def plot_pr_curves(
@@ -213,22 +219,19 @@ def plot_pr_curves(
     """Precision (y) against recall (x) per label; each value is ``(precision, recall)`` or a PRCurve."""
     if not curves:
         raise InputError("plot_pr_curves: no curves given")
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    try:
-        for label, c in curves.items():
-            p, r = np.asarray(c[0], dtype=np.float64), np.asarray(c[1], dtype=np.float64)
-            if p.shape != r.shape or p.ndim != 1:
-                raise InputError(f"plot_pr_curves: {label!r} precision {p.shape} and recall {r.shape} must be equal 1-D")
-            keep = np.isfinite(p) & np.isfinite(r)  # NaN precision = empty ball at that radius
-            ax.plot(r[keep], p[keep], marker=".", label=str(label))
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.set_title(title)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-        save_png(fig, path)
-    finally:
-        plt.close(fig)
+    fig = new_figure(figsize=(5, 4))
+    ax = fig.subplots()
+    for label, c in curves.items():
+        p, r = np.asarray(c[0], dtype=np.float64), np.asarray(c[1], dtype=np.float64)
+        if p.shape != r.shape or p.ndim != 1:
+            raise InputError(f"plot_pr_curves: {label!r} precision {p.shape} and recall {r.shape} must be equal 1-D")
+        keep = np.isfinite(p) & np.isfinite(r)  # NaN precision = empty ball at that radius
+        ax.plot(r[keep], p[keep], marker=".", label=str(label))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    save_png(fig, path)
