@@ -17,7 +17,6 @@ import bitseek.models.wsch as wsch_mod
 from bitseek.config import ExperimentConfig, OptimConfig, TrainConfig, from_dict, load_config, load_yaml
 from bitseek.data.base import RetrievalData
 from bitseek.errors import ConfigError, FileFormatError, InputError
-from bitseek.losses.cluster import cluster_assignment_loss
 from bitseek.models.base import EpochContext
 from bitseek.models.convert import convert_state_dict, load_official
 from bitseek.models.layers.ssd import ssd_reference
@@ -126,22 +125,6 @@ def test_training_step_losses_per_phase():
     assert math.isfinite(float(out["loss"].detach()))
     with pytest.raises(InputError, match="unknown phase"):
         model.training_step(batch, "train")
-
-
-def test_cluster_loss_definition():
-    gen = torch.Generator().manual_seed(1)
-    z = F.normalize(torch.randn(5, 8, generator=gen), dim=1)
-    centres = torch.randn(4, 8, generator=gen).sign()
-    centres[2] = 0.0  # a degenerate (all-zero) centre has similarity 0
-    sim = F.cosine_similarity(z[:, None], centres[None], dim=2) / 0.2
-    want = F.cross_entropy(sim, sim.argmax(1))
-    torch.testing.assert_close(cluster_assignment_loss(z, centres, 0.2), want)
-    # minimising it pulls a code towards its nearest centre
-    zz = z.clone().requires_grad_(True)
-    cluster_assignment_loss(zz, centres, 0.2).backward()
-    nearest = centres[sim.argmax(1)]
-    real = nearest.any(1)  # codes whose nearest centre is not the zero one
-    assert real.sum() >= 3 and ((-zz.grad * nearest).sum(1)[real] > 0).all()
 
 
 # ------------------------------------------------------------------ the k-means cycle
