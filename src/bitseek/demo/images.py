@@ -15,7 +15,6 @@ and with it the cost of their eigendecompositions (about nine times the time).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from pathlib import Path

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import shutil
 import tempfile
@@ -287,6 +286,7 @@ def build_mnist_dataset(cfg: MnistImagesConfig) -> RetrievalData:
 
 __all__ = [
     "MANIFEST",
+    "SOURCES",
     "MnistImagesConfig",
     "build_mnist_dataset",
     "build_mnist_images",
