@@ -138,7 +138,7 @@ def pca_float_maps(data: RetrievalData, q: np.ndarray, db: np.ndarray, opts: dic
     """
     res = {}
     for k in (16, 32, 64):
-        model, _ = pipeline.train(shallow_config("pcah", k, DATASET, out, opts, 0), data)
+        model, _ = pipeline.train(shallow_config("pcah", k, DATASET, out / "pca", opts, 0), data)
         mean, proj = model.state["mean"], model.state["proj"]
         res[str(k)] = float_map((q - mean) @ proj, (db - mean) @ proj, data)
     return res
