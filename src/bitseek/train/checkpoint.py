@@ -329,9 +329,10 @@ def find_resume_state(run_dir: Path) -> tuple[TrainingState | None, list[str]]:
     Raises FileFormatError when checkpoints exist but none is valid.
     """
     run_dir = Path(run_dir)
-    sweep_stale_temporaries(run_dir / "checkpoints")
-    name, problem = _read_pointer(run_dir)
     folders = list_checkpoints(run_dir)
+    for d in (run_dir, run_dir / "model", run_dir / "checkpoints", *(p for _, p in folders)):
+        sweep_stale_temporaries(d)  # leftovers of a killed save, whichever file it was writing
+    name, problem = _read_pointer(run_dir)
     problems: list[str] = [problem] if problem else []
     if name is None and not problem and folders:
         problems.append(f"{run_dir / 'checkpoints' / 'last.json'} is missing")
