@@ -31,9 +31,6 @@ resize/random-crop/flip pipeline instead. CIFAR is scored with mAP over the whol
 
 from __future__ import annotations
 
-import codecs
-import io
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +43,7 @@ from bitseek.data.image_dataset import ImageArrays, one_hot
 from bitseek.data.transforms import ImageTransform, protocol_transforms
 from bitseek.errors import ConfigError, FileFormatError
 from bitseek.registry import register_dataset
+from bitseek.safe_pickle import ALLOW_NUMPY_ARRAYS, load_file
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
@@ -59,63 +57,13 @@ PROTOCOLS: dict[str, tuple[int, int, str]] = {
 }
 
 
-# --------------------------------------------------------------------------- restricted unpickling
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    """Python 3 pickles of ``bytes`` (protocol < 3) call ``_codecs.encode(str, 'latin1')``."""
-    if codecs.lookup(encoding).name != "iso8859-1":
-        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
-    return text.encode("latin1")
-
-
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    from numpy._core import multiarray, numeric
-
-    allowed: dict[tuple[str, str], Any] = {("_codecs", "encode"): _latin1_encode}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
-        allowed[(mod, "scalar")] = multiarray.scalar
-    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
-        allowed[(mod, "_frombuffer")] = numeric._frombuffer
-    allowed[("numpy", "ndarray")] = np.ndarray
-    allowed[("numpy", "dtype")] = np.dtype
-    for mod in ("builtins", "__builtin__"):
-        for name, obj in (("list", list), ("dict", dict), ("tuple", tuple), ("set", set),
-                          ("frozenset", frozenset), ("bytes", bytes), ("bytearray", bytearray),
-                          ("str", str), ("int", int), ("float", float), ("complex", complex), ("bool", bool)):
-            allowed[(mod, name)] = obj
-    return allowed
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only numpy array/dtype reconstruction and inert builtin types; anything else
-    (``os.system``, ``builtins.eval``, arbitrary classes) is refused before it can run."""
-
-    _allowed: dict[tuple[str, str], Any] | None = None
-
-    def find_class(self, module: str, name: str) -> Any:
-        if RestrictedUnpickler._allowed is None:
-            RestrictedUnpickler._allowed = _allowed_globals()
-        try:
-            return RestrictedUnpickler._allowed[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a data file") from None
+# --------------------------------------------------------------------------- safe unpickling
 
 
 def safe_unpickle(path: str | Path) -> Any:
-    """Load a pickle with :class:`RestrictedUnpickler` (bytes keys as in Python 2 files)."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise FileFormatError(f"{p}: file not found") from None
-    try:
-        return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as e:
-        raise FileFormatError(f"{p}: refused or invalid pickle ({e})") from None
-    except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
-        raise FileFormatError(f"{p}: corrupt pickle ({type(e).__name__}: {e})") from None
+    """Load a CIFAR pickle through :mod:`bitseek.safe_pickle` (numpy arrays and inert builtins only; no
+    allocation larger than the file; bytes keys as in the Python 2 files)."""
+    return load_file(path, ALLOW_NUMPY_ARRAYS, encoding="bytes")
 
 
 def _key(d: dict[Any, Any], name: str) -> Any:

@@ -7,35 +7,14 @@ protocol built on it (Easy/Medium/Hard, mAP, mP@k) is :mod:`bitseek.eval.revisit
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 from bitseek.errors import FileFormatError
+from bitseek.safe_pickle import ALLOW_NOTHING, PickleRefused, load_file
 
 __all__ = ["load_gnd", "query_boxes"]
-
-
-class _BuiltinsOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves no global at all.
-
-    The revisitop ground-truth pickles (protocol 3) contain only dicts, lists, str, int and
-    float, which pickle builds with dedicated opcodes. Every way of running code from a pickle
-    goes through ``find_class`` (GLOBAL, STACK_GLOBAL, the extension registry), so refusing it
-    here makes loading safe.
-    """
-
-    def __init__(self, fh: io.BufferedIOBase, path: Path) -> None:
-        super().__init__(fh)
-        self._path = path
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise FileFormatError(
-            f"{self._path}: refuses to load {module}.{name}; a ground-truth pickle may only contain "
-            "dicts, lists, strings and numbers"
-        )
 
 
 def _index_list(v: Any, where: str) -> list[int]:
@@ -55,13 +34,15 @@ def load_gnd(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise FileFormatError(f"{p}: no such ground-truth file")
-    try:
-        with p.open("rb") as fh:
-            obj = _BuiltinsOnlyUnpickler(fh, p).load()
-    except FileFormatError:
-        raise
-    except Exception as e:  # truncated or not a pickle at all
-        raise FileFormatError(f"{p}: not a readable ground-truth pickle ({type(e).__name__}: {e})") from None
+    try:  # no global resolves: every way of running code from a pickle goes through one
+        obj = load_file(p, ALLOW_NOTHING)
+    except PickleRefused as e:
+        if e.global_name:
+            raise FileFormatError(f"{p}: refuses to load {e.global_name}; a ground-truth pickle may only contain "
+                                  "dicts, lists, strings and numbers") from None
+        raise FileFormatError(f"{p}: not a readable ground-truth pickle ({e.reason})") from None
+    except FileFormatError as e:  # truncated or not a pickle at all
+        raise FileFormatError(f"{p}: not a readable ground-truth pickle ({str(e).split(': ', 1)[-1]})") from None
     if not isinstance(obj, dict):
         raise FileFormatError(f"{p}: expected a dict at top level, got {type(obj).__name__}")
     for key in ("imlist", "qimlist", "gnd"):
