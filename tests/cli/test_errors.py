@@ -245,6 +245,14 @@ def test_base_cycle(tmp_path, capsys):
     assert_user_error(capsys, main(["train", "--config", str(tmp_path / "a.yaml")]), "a.yaml", "cycle")
 
 
+def test_yaml_alias_bomb(tmp_path, capsys):
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    p = tmp_path / "laughs.yaml"
+    p.write_text("\n".join(lines) + "\nname: *a9\n")
+    assert_user_error(capsys, main(["train", "--config", str(p)]), "laughs.yaml", "aliases expand")
+
+
 # --------------------------------------------------------------------------- tracebacks only with --debug
 
 

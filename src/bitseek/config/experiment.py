@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import yaml
 
+from bitseek import safe_yaml
 from bitseek.atomic import atomic_write_text
 from bitseek.config.typed import from_dict, suggest
 from bitseek.errors import ConfigError
@@ -232,7 +233,7 @@ def _parse_scalar(text: str) -> Any:
     if not text.strip():  # `key=` sets an empty value (a string field gets "", a list [])
         return ""
     try:
-        return yaml.safe_load(text)
+        return safe_yaml.safe_load(text)
     except yaml.YAMLError:
         return text
 
@@ -294,7 +295,7 @@ def load_yaml(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> di
     except OSError as e:
         raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = safe_yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: invalid YAML ({e})") from None
     if not isinstance(data, dict):

@@ -32,6 +32,7 @@ import torch
 import yaml
 
 import bitseek
+from bitseek import safe_yaml
 from bitseek.atomic import atomic_write_text, sweep_stale_temporaries
 from bitseek.errors import ConfigError, FileFormatError
 from bitseek.weights import (
@@ -396,7 +397,7 @@ def check_run_folder(cfg_dict: dict[str, Any], out_dir: Path) -> None:
     if not path.exists():
         return
     try:
-        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+        old = safe_yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"{path}: unreadable ({type(e).__name__}); cannot tell whether this run folder holds "
                           "the same run — use a new train.out_dir or `bitseek train --new-run`") from None
