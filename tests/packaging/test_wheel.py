@@ -58,3 +58,17 @@ def test_the_wheel_ships_every_recipe_and_the_licence(tmp_path):
     assert recipes and recipes <= names
     assert "bitseek/configs/conmh/fcvid-64.yaml" in names and "bitseek/configs/conmh/_fcvid.yaml" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+
+
+def test_plotting_and_the_demo_console_are_optional():
+    """matplotlib and rich are extras: the core imports without them and the plot call says what to install."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert not [d for d in deps if d.startswith(("matplotlib", "rich"))]
+    code = ("import sys; sys.modules['matplotlib'] = None; sys.modules['rich'] = None\n"
+            "import bitseek.eval, bitseek.pipeline, bitseek.cli.main, bitseek.index\n"
+            "from bitseek.errors import BitseekError\n"
+            "from bitseek.eval.report import new_figure\n"
+            "try:\n    new_figure()\nexcept BitseekError as e:\n    assert 'bitseek[plots]' in str(e), e\n"
+            "else:\n    raise SystemExit('no error')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

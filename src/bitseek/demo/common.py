@@ -26,7 +26,12 @@ def config_path(name: str) -> Path:
 
 
 def console() -> Any:
-    from rich.console import Console
+    try:
+        from rich.console import Console
+    except ImportError:
+        from bitseek.errors import BitseekError
+
+        raise BitseekError("the demo needs its optional extra: pip install 'bitseek[demo]'") from None
 
     return Console(stderr=True)
 

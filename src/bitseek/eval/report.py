@@ -19,7 +19,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from bitseek.atomic import atomic_write_bytes, atomic_write_text
-from bitseek.errors import InputError
+from bitseek.errors import BitseekError, InputError
 
 __all__ = [
     "MetricRow",
@@ -146,7 +146,10 @@ def new_figure(**kwargs: Any) -> Any:
     Plots built on it leave a notebook's or application's matplotlib state alone, and need no
     ``close``; :func:`save_png` renders them through Agg.
     """
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise BitseekError("plots need matplotlib, an optional extra: pip install 'bitseek[plots]'") from None
 
     return Figure(**kwargs)
 
