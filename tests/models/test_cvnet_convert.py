@@ -210,3 +210,16 @@ def test_cli_convert_writes_safetensors_that_load_back(r50_file, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ResNet-50" in err and "depth=101" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_allow_pickle_flag_reaches_the_reader(tmp_path, capsys) -> None:
+    from bitseek.cli.main import main
+
+    path = tmp_path / "tiny.pyth"
+    torch.save({"model_state": {"conv2ds.0.weight": torch.zeros(1)}, "cfg": TrainerCfg()}, path)
+    args = ["convert", "--model", "cvnet", "--src", str(path), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert "TrainerCfg object" in capsys.readouterr().err
+    assert main(args + ["--allow-pickle"]) == 2  # now read: the one tensor is then refused by shape/keys
+    err = capsys.readouterr().err
+    assert "TrainerCfg" not in err and "missing" in err
