@@ -57,7 +57,11 @@ def batch_features(batch: dict[str, Any]) -> np.ndarray:
 
 
 def collect_features(dataset: Any, batch_size: int = 256) -> np.ndarray:
-    return np.concatenate([batch_features(b) for b in iterate_batches(dataset, batch_size)])
+    from bitseek.progress import progress
+
+    n = -(-len(dataset) // batch_size) if hasattr(dataset, "__len__") else None
+    batches = progress(iterate_batches(dataset, batch_size), total=n, desc="features", unit="batch")
+    return np.concatenate([batch_features(b) for b in batches])
 
 
 def train(cfg: ExperimentConfig, data: RetrievalData | None = None) -> tuple[Any, RetrievalData]:

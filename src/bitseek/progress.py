@@ -40,6 +40,16 @@ def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None,
                 disable=not (show and enabled()), file=sys.stderr)
 
 
+class _Short(logging.Formatter):
+    """``bitseek: message`` for information, ``bitseek: warning: message`` for warnings and worse."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"bitseek: {record.levelname.lower()}: {msg}"
+        return f"bitseek: {msg}"
+
+
 def setup_logging(verbosity: int = 0) -> None:
     """Root ``bitseek`` logger to stderr: -1 quiet (errors only), 0 warnings+info, 1+ debug."""
     level = logging.ERROR if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
@@ -49,8 +59,7 @@ def setup_logging(verbosity: int = 0) -> None:
         if getattr(h, "_bitseek", False):
             logger.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbosity > 0
-                                           else "bitseek: %(message)s"))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbosity > 0 else _Short())
     handler._bitseek = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.propagate = False

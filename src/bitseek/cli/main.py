@@ -111,7 +111,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     cs = CodeSet.load(args.codes)
     index = make_index(args.spec, bits=cs.bits)
     index.train(cs.codes)
-    index.add(cs.codes, cs.ids)
+    from bitseek.progress import progress
+
+    step = 1 << 16  # adding in blocks gives the same index as one add, and a bar for large code sets
+    for s in progress(range(0, len(cs), step), desc="index", unit="block"):
+        index.add(cs.codes[s:s + step], cs.ids[s:s + step])
     index.save(args.out)
     print(f"indexed {len(index)} codes ({args.spec}) -> {args.out}")
     return 0

@@ -45,11 +45,9 @@ def _run(model: Any, dataset: Dataset, method: Literal["encode", "embed"], batch
         model.to(dev).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=dev.type == "cuda")
-    it: Any = loader
-    if progress:
-        from tqdm.auto import tqdm
+    from bitseek.progress import progress as bar
 
-        it = tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, leave=False)
+    it: Any = bar(loader, desc=desc, unit="batch", show=progress)  # off a terminal or with --quiet: no bar
     out: list[torch.Tensor] = []
     autocast = (lambda: torch.autocast(dev.type, dtype=amp)) if amp is not None else contextlib.nullcontext
     with torch.inference_mode():

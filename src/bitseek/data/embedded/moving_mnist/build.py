@@ -26,6 +26,7 @@ from bitseek.data.embedded.moving_mnist.descriptor import DESCRIPTION, FEATURE_D
 from bitseek.data.embedded.moving_mnist.recipes import sample_recipes, split_images
 from bitseek.data.embedded.moving_mnist.render import render_clips
 from bitseek.errors import FileFormatError, InputError
+from bitseek.progress import progress
 from bitseek.registry import register_dataset
 
 __all__ = ["build", "build_from_config", "build_mnist_video", "clip_digits", "clip_frames", "default_root",
@@ -65,7 +66,7 @@ def _write_split(path: Path, split: str, recipe: dict[str, np.ndarray], images: 
     n = recipe["pos"].shape[0]
     with atomic_open(path, "w+b") as fh, h5py.File(fh, "w") as f:
         feats = f.create_dataset("feats", (n, cfg.frames, FEATURE_DIM), dtype="f4")
-        for s in range(0, n, _CHUNK_CLIPS):
+        for s in progress(range(0, n, _CHUNK_CLIPS), desc=f"build mnist-video {split}", unit="chunk"):
             e = min(s + _CHUNK_CLIPS, n)
             part = {k: v[s:e] for k, v in recipe.items()}
             frames = render_clips(images, part, cfg.canvas, cfg.noise, cfg.seed, split, s)
