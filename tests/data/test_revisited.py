@@ -52,3 +52,68 @@ def test_retrieval_data_relevance_and_unambiguous_names():
     assert {type(x.message) for x in w} == {DeprecationWarning}
     g = RetrievalData([0], [1], [2], None, None, gnd={"gnd": []})
     assert isinstance(g.relevance, GndRelevance)
+
+
+def _tiny_revisitop(root: Path) -> dict:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "jpg").mkdir(parents=True)
+    names = [f"im{i}" for i in range(8)]
+    qnames = ["q0", "q1"]
+    for n in names + qnames:
+        arr = rng.integers(0, 255, size=(int(rng.integers(30, 50)), int(rng.integers(30, 60)), 3), dtype=np.uint8)
+        Image.fromarray(arr).save(root / "jpg" / f"{n}.jpg", quality=95)
+    gnd = {"imlist": names, "qimlist": qnames,
+           "gnd": [{"bbx": [2.4, 3.6, 20.5, 25.0], "easy": [0, 3], "hard": [5], "junk": [7]},
+                   {"bbx": [0, 0, 10, 12], "easy": [1], "hard": [2, 6], "junk": []}]}
+    (root / "gnd_roxford5k.pkl").write_bytes(pickle.dumps(gnd, protocol=3))
+    return gnd
+
+
+def test_revisited_dataset_crops_queries_and_carries_its_ground_truth(tmp_path):
+    import torch
+
+    from bitseek import pipeline
+    from bitseek.config import load_config
+    from bitseek.data.base import load_data
+    from bitseek.eval import revisited
+    from bitseek.models.base import Embedder
+
+    gnd = _tiny_revisitop(tmp_path / "roxford5k")
+    cfg = load_config(raw={"name": "t", "model": {"name": "lsh", "bits": 8},
+                           "data": {"name": "roxford5k", "root": str(tmp_path / "roxford5k"), "max_size": 40},
+                           "train": {"device": "cpu", "progress": False, "out_dir": str(tmp_path / "run")}})
+    data = load_data(cfg.data)
+    assert isinstance(data.relevance, GndRelevance) and len(data.query) == 2 and len(data.searched) == 8
+    q0 = data.query[0]["image"]
+    assert tuple(q0.shape[1:]) == (21, 18)  # PIL rounds the box (2.4, 3.6, 20.5, 25.0) to (2, 4, 20, 25)
+    assert max(data.searched[0]["image"].shape[1:]) <= 40
+
+    class ColourEmbedder(Embedder):
+        dim = 3
+
+        def training_step(self, batch, phase="train"):
+            return {"loss": torch.zeros(())}
+
+        def embed(self, batch):
+            return torch.nn.functional.normalize(batch["image"].mean(dim=(2, 3)), dim=1)
+
+    model = ColourEmbedder()
+    rows = pipeline.evaluate(cfg, model, data)  # eval.protocol auto -> revisited
+    with torch.no_grad():
+        qx = torch.cat([model.embed({"image": data.query[i]["image"][None]}) for i in range(2)]).numpy()
+        dx = torch.cat([model.embed({"image": data.searched[i]["image"][None]}) for i in range(8)]).numpy()
+    exp = revisited.evaluate(np.argsort(-(qx @ dx.T), axis=1, kind="stable").T, gnd)
+    got = {r["metric"]: r["value"] for r in rows}
+    assert [got["mAP-E"], got["mAP-M"], got["mAP-H"]] == [exp[p].map for p in ("easy", "medium", "hard")]
+
+
+def test_revisited_dataset_names_a_missing_image(tmp_path):
+    from bitseek.data.base import load_data
+    from bitseek.data.revisited import ROxford5kConfig
+
+    _tiny_revisitop(tmp_path)
+    (tmp_path / "jpg" / "im3.jpg").unlink()
+    with pytest.raises(FileFormatError, match="im3.jpg: missing image"):
+        load_data(ROxford5kConfig(root=str(tmp_path)))

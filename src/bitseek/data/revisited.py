@@ -1,20 +1,26 @@
-"""Revisited Oxford/Paris ground truth (revisitop ``gnd_<dataset>.pkl``), read without unpickling objects.
+"""Revisited Oxford/Paris: the ground truth (revisitop ``gnd_<dataset>.pkl``) and the image datasets.
 
-The file lists the database images (``imlist``), the queries (``qimlist``) and per query its
-bounding box and the ``easy``/``hard``/``junk`` database indices. It is data, so it lives here; the
-protocol built on it (Easy/Medium/Hard, mAP, mP@k) is :mod:`bitseek.eval.revisited`.
+The gnd file lists the database images (``imlist``), the queries (``qimlist``) and per query its
+bounding box and the ``easy``/``hard``/``junk`` database indices; it is read without unpickling
+any object. The ``roxford5k`` / ``rparis6k`` presets pair it with revisitop's ``jpg/`` folder:
+queries are cropped to their box (as revisitop's ``example_evaluate.py`` does), database images
+are used whole, and the data carries the gnd so evaluation runs the Easy/Medium/Hard protocol of
+:mod:`bitseek.eval.revisited` with no special path.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bitseek.errors import FileFormatError
+from bitseek.errors import ConfigError, FileFormatError
+from bitseek.registry import register_dataset
 from bitseek.safe_pickle import ALLOW_NOTHING, PickleRefused, load_file
 
-__all__ = ["load_gnd", "query_boxes"]
+__all__ = ["load_gnd", "query_boxes", "RevisitedConfig", "ROxford5kConfig", "RParis6kConfig", "RevisitedImages",
+           "load_revisited"]
 
 
 def _index_list(v: Any, where: str) -> list[int]:
@@ -78,3 +84,93 @@ def query_boxes(gnd: dict[str, Any]) -> list[tuple[float, float, float, float] |
     revisitop crops each query image to this box before extracting its descriptor.
     """
     return [tuple(float(v) for v in g["bbx"]) if "bbx" in g else None for g in gnd["gnd"]]  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- image datasets
+
+
+@dataclass
+class RevisitedConfig:
+    """revisitop layout: ``root/gnd_<name>.pkl`` and ``root/jpg/<image>.jpg`` (``gnd``/``images`` override).
+
+    ``max_size`` caps the longer side (aspect kept; 0 = original size, revisitop's own setting;
+    CVNet tests at 1024). Images differ in size, so they are encoded one at a time.
+    """
+
+    name: str = "roxford5k"
+    root: str = ""
+    gnd: str = ""
+    images: str = "jpg"
+    ext: str = ".jpg"
+    max_size: int = 1024
+    batch_size: int = 1
+
+
+class RevisitedImages:
+    """One split of a revisitop dataset as ``{"image": (3, H, W) float32, "index": i}`` items."""
+
+    variable_size = True  # items differ in size: the encoder batches them one by one
+
+    def __init__(self, paths: list[Path], boxes: list[tuple[float, float, float, float] | None], max_size: int) -> None:
+        self.paths = paths
+        self.boxes = boxes
+        self.max_size = int(max_size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import numpy as np
+        from PIL import Image
+
+        from bitseek.data.image_io import load_image
+        from bitseek.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_normalized_tensor
+
+        img = load_image(self.paths[i])
+        box = self.boxes[i]
+        if box is not None:
+            img = img.crop(box)  # PIL rounds the float box, as revisitop's crop does
+        if self.max_size and max(img.size) > self.max_size:
+            scale = self.max_size / max(img.size)
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
+        return {"image": to_normalized_tensor(np.asarray(img), IMAGENET_MEAN, IMAGENET_STD), "index": i}
+
+
+def load_revisited(cfg: RevisitedConfig) -> Any:
+    """RetrievalData of a revisitop dataset: queries (cropped), database, and the gnd as relevance."""
+    from bitseek.data.base import RetrievalData
+
+    if not str(cfg.root).strip():
+        raise ConfigError(f"{cfg.name}: 'root' is required (the folder with gnd_{cfg.name}.pkl and jpg/)")
+    if cfg.max_size < 0:
+        raise ConfigError(f"{cfg.name}.max_size: must be >= 0 (0 = original size), got {cfg.max_size}")
+    root = Path(os.path.expanduser(cfg.root))
+    gnd = load_gnd(Path(cfg.gnd) if cfg.gnd else root / f"gnd_{cfg.name}.pkl")
+    images = root / cfg.images
+    if not images.is_dir():
+        raise ConfigError(f"{cfg.name}: no image folder {images} (revisitop's jpg/; set data.images)")
+
+    def path(name: str) -> Path:
+        p = images / f"{name}{cfg.ext}"
+        if not p.is_file():
+            raise FileFormatError(f"{p}: missing image listed in the ground truth")
+        return p
+
+    db = RevisitedImages([path(n) for n in gnd["imlist"]], [None] * len(gnd["imlist"]), cfg.max_size)
+    q = RevisitedImages([path(n) for n in gnd["qimlist"]], query_boxes(gnd), cfg.max_size)
+    info = {"root": str(root), "sizes": {"query": len(q), "database": len(db)}, "protocol": "revisited"}
+    return RetrievalData(train=db, query=q, database=db, query_labels=None, db_labels=None, info=info, gnd=gnd)
+
+
+@dataclass
+class ROxford5kConfig(RevisitedConfig):
+    name: str = "roxford5k"
+
+
+@dataclass
+class RParis6kConfig(RevisitedConfig):
+    name: str = "rparis6k"
+
+
+register_dataset("roxford5k", ROxford5kConfig)(load_revisited)
+register_dataset("rparis6k", RParis6kConfig)(load_revisited)

@@ -43,6 +43,8 @@ def _run(model: Any, dataset: Dataset, method: Literal["encode", "embed"], batch
     amp = inference_dtype(precision, dev) if is_module else None
     if is_module:
         model.to(dev).eval()
+    if getattr(dataset, "variable_size", False):  # items of different sizes cannot be stacked
+        batch_size = 1
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=dev.type == "cuda")
     from bitseek.progress import progress as bar
