@@ -159,3 +159,28 @@ def test_block_shuffle_sampler():
     assert list(s) != order and sorted(s) == list(range(23))
     with pytest.raises(InputError):
         BlockShuffleSampler(5, block=0)
+
+
+def test_damaged_object_header_is_a_file_format_error(tmp_path, monkeypatch):
+    """h5py reports some damage (a file cut with its EOF field patched) as KeyError from ``fh[key]``."""
+    from bitseek.data.h5features import probe_shard
+
+    p = tmp_path / "f.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("feats", data=np.zeros((2, 3, 4), np.float32))
+
+    def broken(self, name):
+        raise KeyError("Unable to synchronously open object (invalid dataset size, likely file corruption)")
+
+    monkeypatch.setattr(h5py.File, "__getitem__", broken)
+    with pytest.raises(FileFormatError, match=r"f\.h5: cannot open dataset 'feats' \(truncated or corrupt"):
+        probe_shard(p, "feats")
+
+
+def test_zero_video_file_is_refused(tmp_path):
+
+    p = tmp_path / "z.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("feats", shape=(0, 3, 4), dtype=np.float32)
+    with pytest.raises(FileFormatError, match=r"z\.h5: holds 0 videos"):
+        H5Shards([p])
