@@ -178,7 +178,6 @@ def test_damaged_object_header_is_a_file_format_error(tmp_path, monkeypatch):
 
 
 def test_zero_video_file_is_refused(tmp_path):
-
     p = tmp_path / "z.h5"
     with h5py.File(p, "w") as f:
         f.create_dataset("feats", shape=(0, 3, 4), dtype=np.float32)
