@@ -45,9 +45,10 @@ class Recording(Trainer):
         return super()._epoch_means(sums, count)
 
 trainer = Recording(model, cfg, data)
+ordered = [int(i) for b in trainer._epoch_context(0).batches(shuffle=False) for i in b["index"]]
 trainer.fit()
 digest = float(sum(p.double().sum() for p in model.parameters()))
-json.dump({"rank": rank, "world": trainer.world, "local": local, "digest": digest,
+json.dump({"rank": rank, "world": trainer.world, "ordered": ordered, "local": local, "digest": digest,
            "group_alive": torch.distributed.is_initialized()}, open(os.path.join(out, f"rank{rank}.json"), "w"))
 '''
 
@@ -65,7 +66,8 @@ def test_two_gloo_ranks_train_in_sync_and_log_global_means(tmp_path):
     ranks = [json.loads((run / f"rank{i}.json").read_text()) for i in (0, 1)]
     assert [x["world"] for x in ranks] == [2, 2]
     assert ranks[0]["digest"] == ranks[1]["digest"]  # gradients were averaged: identical weights
-    assert not any(x["group_alive"] for x in ranks)  # the trainer made the group, so it destroyed it
+    assert not any(x["group_alive"] for x in ranks)
+    assert ranks[0]["ordered"] + ranks[1]["ordered"] == list(range(64))  # k-means input: each item once, in order  # the trainer made the group, so it destroyed it
     epochs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if '"epoch"' in x]
     epochs = [e for e in epochs if e["event"] == "epoch"]
     assert len(epochs) == 2

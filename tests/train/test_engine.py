@@ -197,3 +197,13 @@ def test_epoch_records_are_means_over_the_steps(toy_raw, tmp_path):
     steps = [r["loss"] for r in records if r["event"] == "step"]
     epoch = [r for r in records if r["event"] == "epoch"][0]
     assert len(steps) == 5 and epoch["a/loss"] == pytest.approx(sum(steps) / 5, rel=1e-6)
+
+
+def test_contiguous_shards_cover_every_item_once_in_order():
+    from bitseek.train.engine import contiguous_shard
+
+    for n in (0, 1, 7, 40, 41):
+        for world in (1, 2, 3, 8):
+            parts = [list(contiguous_shard(n, r, world)) for r in range(world)]
+            assert sum(parts, []) == list(range(n))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1

@@ -116,8 +116,12 @@ class Trainer:
         seed = self._shuffle_seed(epoch, pass_index)
         gen = torch.Generator()
         gen.manual_seed(seed)
-        sampler = None
-        if self.distributed:
+        sampler: Any = None
+        if self.distributed and not shuffle:
+            # ordered passes (WSCH's k-means encode) must see every item exactly once: contiguous shards,
+            # no padding, so gathering in rank order gives back the dataset's own order
+            sampler = contiguous_shard(len(dataset), self.rank, self.world)  # type: ignore[arg-type]
+        elif self.distributed:
             sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
             sampler.set_epoch(0)  # the seed already depends on the epoch and the pass
         return DataLoader(
@@ -302,6 +306,13 @@ class Trainer:
         if self.cfg.train.max_steps_per_epoch:
             steps = min(steps, self.cfg.train.max_steps_per_epoch)
         return steps
+
+
+def contiguous_shard(n: int, rank: int, world: int) -> range:
+    """Rank ``rank``'s block of ``range(n)`` when split into ``world`` contiguous, unpadded blocks."""
+    per, extra = divmod(n, world)
+    start = rank * per + min(rank, extra)
+    return range(start, start + per + (1 if rank < extra else 0))
 
 
 def iterate_batches(dataset: Dataset, batch_size: int, num_workers: int = 0) -> Iterator[dict[str, Any]]:
