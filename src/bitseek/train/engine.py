@@ -137,7 +137,8 @@ class Trainer:
         )
 
     def _epoch_context(self, epoch: int) -> EpochContext:
-        return EpochContext(self.device, lambda shuffle=False: iter(self._loader(self.data.train, shuffle, epoch)), self)
+        # no reference to the trainer: a model's hook gets the device and passes over the data, nothing upward
+        return EpochContext(self.device, lambda shuffle=False: iter(self._loader(self.data.train, shuffle, epoch)))
 
     # ------------------------------------------------------------------ loop
     def _autocast(self) -> contextlib.AbstractContextManager:
