@@ -43,3 +43,15 @@ def test_test_transform_takes_the_window_at_that_corner(size, corner) -> None:
     np.testing.assert_array_equal(pixels[0], rows[top:top + crop, left:left + crop])
     np.testing.assert_array_equal(pixels[1], cols[top:top + crop, left:left + crop])
     assert (pixels[2] == 7).all()
+
+
+def test_normalisation_is_per_channel_in_rgb_order() -> None:
+    """ToTensor + Normalize(ImageNet) on a random RGB image: (x / 255 - mean[c]) / std[c], channel-first."""
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    out = ImageTransform(resize=0, crop=0)(Image.fromarray(arr)).numpy()
+    assert out.shape == (3, 5, 7) and out.dtype == np.float32
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's ImageNet statistics
+    for c in range(3):
+        want = (arr[:, :, c].astype(np.float64) / 255.0 - mean[c]) / std[c]
+        np.testing.assert_allclose(out[c], want, rtol=1e-6, atol=1e-6)
