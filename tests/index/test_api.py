@@ -41,7 +41,7 @@ def test_removed_ids_never_come_back(spec):
     assert not np.isin(i, gone).any()
     assert set(i[i >= 0].tolist()) <= set(ids[1::2].tolist())
     radius = -1e6 if spec == "float-ip" else 16  # everything
-    hits, _ = index.range_search(data[:3], radius)[0]
+    _, hits = index.range_search(data[:3], radius)[0]
     assert sorted(hits.tolist()) == sorted(ids[1::2].tolist())
     assert 5 not in index and 16 in index and "x" not in index
 
@@ -144,7 +144,7 @@ def test_bad_k_and_radius():
         with pytest.raises(InputError, match="radius"):
             index.range_search(q, r)
     index.add(np.array([[255, 255], [0, 0]], np.uint8), [1, 2])
-    ids, dist = index.range_search(q, 1000)[0]  # above the code length: everything
+    dist, ids = index.range_search(q, 1000)[0]  # above the code length: everything
     assert ids.tolist() == [2, 1] and dist.tolist() == [0, 16]
     f = make_index("float-ip", dim=2)
     for r in (float("nan"), float("inf"), "0.5"):
@@ -157,10 +157,12 @@ def test_bad_k_and_radius():
 
 
 def test_range_result_access():
-    r = RangeResult(np.array([0, 2, 2, 3]), np.array([5, 6, 7]), np.array([0, 1, 4], np.int32))
+    r = RangeResult(np.array([0, 2, 2, 3]), np.array([0, 1, 4], np.int32), np.array([5, 6, 7]))
     assert len(r) == 3 and r.counts.tolist() == [2, 0, 1]
-    assert [x.tolist() for x, _ in r] == [[5, 6], [], [7]]
-    assert r[-1][1].tolist() == [4]
+    assert [i.tolist() for _, i in r] == [[5, 6], [], [7]]  # (D, I) per query, as faiss
+    assert r[-1][0].tolist() == [4] and r.ids.tolist() == [5, 6, 7] and r.distances.tolist() == [0, 1, 4]
+    capped = r.cap(1)
+    assert capped.lims.tolist() == [0, 1, 1, 2] and capped.ids.tolist() == [5, 7]
     with pytest.raises(IndexError):
         r[3]
 

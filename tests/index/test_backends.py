@@ -58,7 +58,7 @@ def test_multihash_range_search_is_exact(brute, seed, spec, radius, n_remove):
     index.remove(gone)
     ref.remove(gone)
     q = np.concatenate([codes[:3], _codes(seed + 1, 3, 16)])
-    for (got_i, got_d), (want_i, want_d) in zip(index.range_search(q, radius), ref.range(q, radius)):
+    for (got_d, got_i), (want_i, want_d) in zip(index.range_search(q, radius), ref.range(q, radius)):
         assert got_i.tolist() == want_i and got_d.tolist() == want_d
 
 
@@ -126,7 +126,7 @@ def test_ivf_with_all_lists_probed_is_exact_up_to_ties(brute):
     d, i = index.search(q, 20)
     rd, _ = ref.search(q, 20)
     np.testing.assert_array_equal(d, rd.astype(np.int64))
-    for (got_i, got_d), (want_i, want_d) in zip(index.range_search(q, 10), ref.range(q, 10)):
+    for (got_d, got_i), (want_i, want_d) in zip(index.range_search(q, 10), ref.range(q, 10)):
         assert sorted(got_i.tolist()) == sorted(want_i) and got_d.tolist() == want_d
         assert all(a < b for (a, x), (b, y) in zip(zip(got_i, got_d), zip(got_i[1:], got_d[1:])) if x == y)
     index.remove(ids[:100])
@@ -164,14 +164,14 @@ def test_hnsw_knn_range_and_removal(brute):
     rd, _ = ref.search(q, 10)
     assert (d[:, 0] == rd[:, 0]).all()
     assert np.mean(d == rd) > 0.9
-    for (got_i, got_d), (want_i, want_d) in zip(index.range_search(q, 6), ref.range(q, 6)):
+    for (got_d, got_i), (want_i, want_d) in zip(index.range_search(q, 6), ref.range(q, 6)):
         assert set(got_i.tolist()) <= set(want_i) and len(got_i) >= 0.9 * len(want_i)
         assert (np.diff(got_d) >= 0).all() and (got_d <= 6).all()
     index.remove(ids[:50])
     assert index._idmap.n_dead == 50
     _, i = index.search(q, 30)
     assert not np.isin(i, ids[:50]).any()
-    got, _ = index.range_search(q, 32)[0]
+    _, got = index.range_search(q, 32)[0]
     assert len(got) == 350 and not np.isin(got, ids[:50]).any()  # radius = all bits: every live item
 
 

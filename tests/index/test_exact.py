@@ -63,7 +63,7 @@ def test_flat_topk_and_range_equal_bruteforce(brute, seed, bits, n_distinct, ste
     np.testing.assert_array_equal(d, rd.astype(np.int64))
     assert (d[i == -1] == PAD_HAMMING).all()
     res = index.range_search(q, radius)
-    for (ids, dist), (rids, rdist) in zip(res, ref.range(q, radius)):
+    for (dist, ids), (rids, rdist) in zip(res, ref.range(q, radius)):
         assert ids.tolist() == rids
         assert dist.tolist() == rdist
 
@@ -109,7 +109,7 @@ def test_float_ip_equals_bruteforce_with_ties(brute, seed, dim, n, k, removes, t
     rd, ri = ref.search(q, k)
     np.testing.assert_array_equal(i, ri)
     np.testing.assert_array_equal(d, rd.astype(np.float32))
-    for (got_i, got_d), (want_i, want_d) in zip(index.range_search(q, threshold), ref.range(q, threshold)):
+    for (got_d, got_i), (want_i, want_d) in zip(index.range_search(q, threshold), ref.range(q, threshold)):
         assert got_i.tolist() == want_i and got_d.tolist() == want_d
 
 

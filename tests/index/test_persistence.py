@@ -115,13 +115,13 @@ def test_checksummed_but_inconsistent_files_are_rejected(tmp_path, saved):
             "n_slots": len(index), "n_alive": len(index), "next_auto_id": 10_000}
     ids = index.ids.astype("<i8")
     cases = [
-        ({**good, "backend": "annoy"}, [("faiss", index._serialize()), ("ids", ids)], "unknown index backend 'annoy'"),
+        ({**good, "backend": "annoy"}, [("faiss", index._serialize()), ("ids", ids)], "unknown index engine 'annoy'"),
         ({**good, "n_slots": len(index) + 1}, [("faiss", index._serialize()), ("ids", ids)], "ids section"),
         ({**good, "dim": 64}, [("faiss", index._serialize()), ("ids", ids)], "64"),
         ({**good, "n_alive": 3}, [("faiss", index._serialize()), ("ids", ids)], "live ids"),
         ({**good, "n_alive": len(index) - 1}, [("faiss", index._serialize()), ("ids", np.r_[-1, ids[1:]])], "deletes rows"),
         (good, [("faiss", index._serialize()), ("ids", np.zeros_like(ids))], "duplicates"),
-        (good, [("faiss", np.frombuffer(b"garbage!" * 4, np.uint8)), ("ids", ids)], "inconsistent"),
+        (good, [("faiss", np.frombuffer(b"garbage!" * 4, np.uint8)), ("ids", ids)], "damaged or crafted"),
         (good, [("ids", ids)], "expected sections"),
         ({k: v for k, v in good.items() if k != "dim"}, [("faiss", index._serialize()), ("ids", ids)], "corrupt index header"),
     ]

@@ -39,7 +39,7 @@ def test_binary_specs(spec, cls, canonical):
 def test_float_spec_and_backend_list():
     index = make_index("float-ip", dim=2048)
     assert type(index) is FloatIPIndex and index.dim == 2048 and index.metric == "ip" and index.spec == "float-ip"
-    assert list_backends() == ["flat", "float-ip", "hnsw", "ivf", "multihash"]
+    assert list_backends() == ["faiss", "flat", "float-ip", "hnsw", "ivf", "multihash"]
     p = parse_spec("multihash2x8,nflip=3")
     assert p.cls is MultiHashIndex and p.params == {"nhash": 2, "b": 8} and p.options == {"nflip": 3}
 
@@ -49,8 +49,8 @@ def test_float_spec_and_backend_list():
     [
         ("", {"bits": 64}, "non-empty string"),
         ("flatt", {"bits": 64}, "did you mean 'flat'"),
-        ("ivf", {"bits": 64}, "unknown index backend 'ivf'.*ivf<nlist>"),
-        ("bananas", {"bits": 64}, "unknown index backend 'bananas'"),
+        ("ivf", {"bits": 64}, "unknown index engine 'ivf'.*ivf<nlist>"),
+        ("bananas", {"bits": 64}, "unknown index engine 'bananas'"),
         ("ivf16,nprobes=4", {"bits": 64}, "no option 'nprobes'; did you mean 'nprobe'"),
         ("ivf16,nprobe", {"bits": 64}, "must look like name=value"),
         ("ivf16,nprobe=2,nprobe=3", {"bits": 64}, "given twice"),

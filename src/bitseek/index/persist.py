@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bitseek.atomic import atomic_open
-from bitseek.errors import FileFormatError
+from bitseek.index.api import IndexFileError
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "write_index_file", "read_index_file"]
 
@@ -64,30 +64,30 @@ def read_index_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     """Read and verify an index file; returns the header and read-only uint8 views of the sections."""
     p = Path(path)
     if not p.is_file():
-        raise FileFormatError(f"{p}: no such index file")
+        raise IndexFileError(f"{p}: no such index file")
     raw = p.read_bytes()
     if len(raw) < _PREFIX.size:
-        raise FileFormatError(f"{p}: truncated index file ({len(raw)} bytes, shorter than the fixed prefix)")
+        raise IndexFileError(f"{p}: truncated index file ({len(raw)} bytes, shorter than the fixed prefix)")
     magic, version, hlen = _PREFIX.unpack_from(raw, 0)
     if magic != MAGIC:
-        raise FileFormatError(f"{p}: not a bitseek index file (bad magic {magic[:16]!r})")
+        raise IndexFileError(f"{p}: not a bitseek index file (bad magic {magic[:16]!r})")
     if version != FORMAT_VERSION:
-        raise FileFormatError(
+        raise IndexFileError(
             f"{p}: unsupported index format version {version} (this bitseek reads version {FORMAT_VERSION})"
         )
     if len(raw) < _PREFIX.size + hlen + _DIGEST:
-        raise FileFormatError(f"{p}: truncated index file ({len(raw)} bytes, header says {hlen}-byte header)")
+        raise IndexFileError(f"{p}: truncated index file ({len(raw)} bytes, header says {hlen}-byte header)")
     body, stored = memoryview(raw)[:-_DIGEST], raw[-_DIGEST:]
     if hashlib.sha256(body).digest() != stored:
-        raise FileFormatError(f"{p}: checksum mismatch, the index file is corrupt or truncated")
+        raise IndexFileError(f"{p}: checksum mismatch, the index file is corrupt or truncated")
     try:
         header = json.loads(raw[_PREFIX.size : _PREFIX.size + hlen].decode("utf-8"))
         layout = [(str(name), int(size)) for name, size in header["sections"]]
     except (ValueError, KeyError, TypeError) as e:
-        raise FileFormatError(f"{p}: corrupt index header ({e})") from None
+        raise IndexFileError(f"{p}: corrupt index header ({e})") from None
     off = _PREFIX.size + hlen
     if off + sum(size for _, size in layout) != len(body):
-        raise FileFormatError(f"{p}: section sizes in the header do not add up to the file size")
+        raise IndexFileError(f"{p}: section sizes in the header do not add up to the file size")
     sections: dict[str, np.ndarray] = {}
     for name, size in layout:
         sections[name] = np.frombuffer(raw, dtype=np.uint8, count=size, offset=off)

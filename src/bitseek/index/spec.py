@@ -1,18 +1,25 @@
-"""Index factory strings, in the spirit of faiss ``index_factory`` but for this layer's backends.
+"""Index factory strings: one line names the engine, its structure and its options.
 
-Grammar (case-insensitive, spaces ignored)::
+Grammar (spaces around tokens ignored; engine names and option names are case-insensitive, option
+*values* keep their case)::
 
-    spec    := backend ("," option)*
-    backend := "flat"                      exact Hamming scan
-             | "ivf" NLIST                 inverted lists, needs train()
-             | "mih" NHASH                 multi-index hashing, b = bits / NHASH
-             | "multihash" NHASH "x" B     multi-index hashing, explicit substring length
-             | "hnsw" M                    HNSW graph
-             | "float-ip"                  exact inner product on float descriptors (needs dim)
-    option  := NAME "=" INTEGER            nprobe (ivf), nflip (mih), ef_search / ef_construction (hnsw)
+    spec     := head ("," option)*
+              | ENGINE ":" [BODY] ("," option)*      a prefixed engine; BODY is the engine's own text
+    head     := "flat"                      exact Hamming scan
+              | "ivf" NLIST                 inverted lists, needs train()
+              | "mih" NHASH                 multi-index hashing, b = bits / NHASH
+              | "multihash" NHASH "x" B     multi-index hashing, explicit substring length
+              | "hnsw" M                    HNSW graph
+              | "float-ip"                  exact inner product on float descriptors (needs dim)
+    option   := NAME "=" VALUE              an integer, or text for engines that take text
+                                            (a host, a collection name)
 
 Examples: ``"flat"``, ``"ivf1024,nprobe=16"``, ``"mih4"``, ``"multihash4x16,nflip=2"``,
-``"hnsw32,ef_search=128"``, ``"float-ip"``. ``Index.spec`` gives back the canonical form.
+``"hnsw32,ef_search=128"``, ``"float-ip"``, ``"faiss:BIVF1024_HNSW32,nprobe=8"`` (faiss's own binary
+factory string, passed through), ``"milvus:uri=http://127.0.0.1:19530,collection=MyColl"`` (a
+prefixed engine with text options). ``index.spec`` gives back the canonical form.
+
+Importing this module does not import faiss; parsing a spec imports the engine it names.
 """
 
 from __future__ import annotations
@@ -26,105 +33,155 @@ from typing import Any
 import numpy as np
 
 from bitseek.errors import ConfigError, InputError
-from bitseek.index.base import Index
+from bitseek.index.api import SearchIndex, engine_class, engine_names, load_index
 
-__all__ = ["ParsedSpec", "parse_spec", "make_index", "list_backends", "index_from_codeset", "load_index"]
+__all__ = [
+    "ParsedSpec",
+    "parse_spec",
+    "make_index",
+    "list_backends",
+    "list_engines",
+    "index_from_codeset",
+    "load_index",
+]
 
 _EXAMPLES = ("flat", "ivf1024", "mih4", "multihash4x16", "hnsw32", "float-ip")
+_PREFIXED = re.compile(r"([A-Za-z][A-Za-z0-9_-]*):(.*)", re.S)
 
 
 @dataclass(frozen=True)
 class ParsedSpec:
-    cls: type[Index]
-    params: dict[str, int]
-    options: dict[str, int]
+    cls: type[SearchIndex]
+    params: dict[str, Any]
+    options: dict[str, Any]
 
 
-def list_backends() -> list[str]:
-    """Backend names known to ``load`` (and the spec grammar)."""
-    return sorted(Index._registry)
+def list_engines() -> list[str]:
+    """Engine names known to ``load`` and to the spec grammar."""
+    return engine_names()
+
+
+list_backends = list_engines  # the name before the engine split
+
+
+def _pattern_engines() -> list[type[SearchIndex]]:
+    """Engines addressed by a head pattern (``ivf1024``), imported on demand."""
+    out = []
+    for name in engine_names():
+        cls = engine_class(name)
+        if getattr(cls, "name_patterns", ()):
+            out.append(cls)
+    return out
 
 
 def parse_spec(spec: str) -> ParsedSpec:
-    """Split a factory string into backend class, structural parameters and options."""
+    """Split a factory string into engine class, structural parameters and options."""
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"index spec must be a non-empty string like 'flat' or 'ivf1024,nprobe=16', got {spec!r}")
-    head, *opts = [t.strip() for t in re.sub(r"\s+", "", spec).lower().split(",")]
-    for cls in Index._registry.values():
-        for pattern in cls.name_patterns:
-            m = re.fullmatch(pattern, head)
-            if m:
-                params = {k: int(v) for k, v in m.groupdict().items() if v is not None}
+    text = spec.strip()
+    m = _PREFIXED.fullmatch(text)
+    if m and m.group(1).lower() in engine_names():
+        return _parse_prefixed(spec, m.group(1).lower(), m.group(2))
+    head, *opts = [t.strip() for t in text.split(",")]
+    key = re.sub(r"\s+", "", head).lower()
+    for cls in _pattern_engines():
+        for pattern in cls.name_patterns:  # type: ignore[attr-defined]
+            hit = re.fullmatch(pattern, key)
+            if hit:
+                params = {k: int(v) for k, v in hit.groupdict().items() if v is not None}
                 return ParsedSpec(cls, params, _parse_options(spec, cls, opts))
     stems = {re.sub(r"[0-9]+", "", e): e for e in _EXAMPLES}  # compare shapes, not numbers
-    near = difflib.get_close_matches(re.sub(r"[0-9]+", "", head), list(stems), n=1)
+    near = difflib.get_close_matches(re.sub(r"[0-9]+", "", key), list(stems), n=1)
     hint = f"; did you mean {stems[near[0]]!r}?" if near else ""
+    prefixed = ", ".join(f"{n}:…" for n in engine_names() if not getattr(engine_class(n), "name_patterns", ()))
     raise ConfigError(
-        f"unknown index backend {head!r} in spec {spec!r}{hint} (forms: flat, ivf<nlist>, mih<nhash>, "
-        "multihash<nhash>x<b>, hnsw<M>, float-ip)"
+        f"unknown index engine {head!r} in spec {spec!r}{hint} (forms: flat, ivf<nlist>, mih<nhash>, "
+        f"multihash<nhash>x<b>, hnsw<M>, float-ip{', ' + prefixed if prefixed else ''})"
     )
 
 
-def _parse_options(spec: str, cls: type[Index], opts: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _parse_prefixed(spec: str, name: str, rest: str) -> ParsedSpec:
+    cls = engine_class(name)
+    tokens = [t.strip() for t in rest.split(",")] if rest.strip() else []
+    body = ""
+    if tokens and "=" not in tokens[0]:
+        body = tokens.pop(0)
+    params: dict[str, Any] = {"factory": body} if name == "faiss" else ({"body": body} if body else {})
+    if name == "faiss" and not body:
+        raise ConfigError(f"index spec {spec!r}: faiss: needs a binary factory string, e.g. 'faiss:BIVF1024'")
+    # the options a prefixed engine takes may depend on its body (faiss:BIVF… has nprobe)
+    options_for = getattr(cls, "options_for", None)
+    allowed = options_for(params) if callable(options_for) else getattr(cls, "options_spec", {})
+    return ParsedSpec(cls, params, _parse_options(spec, cls, tokens, allowed))
+
+
+def _parse_options(
+    spec: str, cls: type[SearchIndex], opts: list[str], allowed: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    allowed = getattr(cls, "options_spec", {}) if allowed is None else allowed
+    out: dict[str, Any] = {}
     for opt in opts:
         key, sep, value = opt.partition("=")
+        key, value = key.strip().lower(), value.strip()
         if not sep or not key:
             raise ConfigError(f"index spec {spec!r}: option {opt!r} must look like name=value")
-        if key not in cls.options_spec:
-            valid = ", ".join(sorted(cls.options_spec)) or "none"
-            near = difflib.get_close_matches(key, list(cls.options_spec), n=1)
+        if key not in allowed:
+            valid = ", ".join(sorted(allowed)) or "none"
+            near = difflib.get_close_matches(key, list(allowed), n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ConfigError(f"index spec {spec!r}: {cls.backend} has no option {key!r}{hint} (valid: {valid})")
+            raise ConfigError(f"index spec {spec!r}: {cls.engine} has no option {key!r}{hint} (valid: {valid})")
         if key in out:
             raise ConfigError(f"index spec {spec!r}: option {key!r} given twice")
+        default = allowed[key][0] if isinstance(allowed[key], tuple) else allowed[key]
+        if isinstance(default, bool) or not isinstance(default, int):  # a text option: kept as written
+            if not value:
+                raise ConfigError(f"index spec {spec!r}: option {key} needs a value")
+            out[key] = value
+            continue
         if not re.fullmatch(r"[0-9]+", value):
             raise ConfigError(f"index spec {spec!r}: option {key} needs a non-negative integer, got {value!r}")
         out[key] = int(value)
     return out
 
 
-def make_index(spec: str, bits: int | None = None, *, dim: int | None = None) -> Index:
+def make_index(spec: str, bits: int | None = None, *, dim: int | None = None) -> SearchIndex:
     """Build an empty index from a factory string: ``make_index("ivf1024,nprobe=16", bits=64)``.
 
-    Binary backends take ``bits`` (code length); ``float-ip`` takes ``dim`` (descriptor length).
+    Binary engines take ``bits`` (code length); ``float-ip`` takes ``dim`` (descriptor length).
     """
     p = parse_spec(spec)
     if p.cls.metric == "hamming":
         if bits is None:
-            raise ConfigError(f"index spec {spec!r}: a binary backend needs bits= (the code length)")
+            raise ConfigError(f"index spec {spec!r}: a binary engine needs bits= (the code length)")
         if dim is not None and dim != bits:
             raise ConfigError(f"index spec {spec!r}: dim={dim} contradicts bits={bits}")
-        return p.cls(bits, p.params, p.options)
+        return p.cls(bits, p.params, p.options)  # type: ignore[call-arg]
     if dim is None:
-        raise ConfigError(f"index spec {spec!r}: float-ip needs dim= (the descriptor length), not bits=")
+        raise ConfigError(f"index spec {spec!r}: {p.cls.engine} needs dim= (the descriptor length), not bits=")
     if bits is not None:
-        raise ConfigError(f"index spec {spec!r}: float-ip holds float descriptors; pass dim=, not bits=")
-    return p.cls(dim, p.params, p.options)
-
-
-def load_index(path: str | os.PathLike[str]) -> Index:
-    """Load any index saved by ``Index.save`` (the backend is read from the file)."""
-    return Index.load(path)
+        raise ConfigError(f"index spec {spec!r}: {p.cls.engine} holds float descriptors; pass dim=, not bits=")
+    return p.cls(dim, p.params, p.options)  # type: ignore[call-arg]
 
 
 def index_from_codeset(
     codeset: Any, spec: str = "flat", train_size: int | None = None, seed: int = 0
-) -> Index:
+) -> SearchIndex:
     """Build an index holding a CodeSet (object or file path), training it on the codes if needed.
 
-    ``train_size`` caps the training sample for trained backends (a seeded random subset).
+    ``train_size`` caps the training sample for trained engines (a seeded random subset).
     """
     from bitseek.codes import CodeSet
 
     cs = CodeSet.load(codeset) if isinstance(codeset, (str, os.PathLike)) else codeset
     if not isinstance(cs, CodeSet):
         raise InputError(f"index_from_codeset(): expected a CodeSet or a path, got {type(cs).__name__}")
+    if train_size is not None and (isinstance(train_size, bool) or int(train_size) < 1):
+        raise InputError(f"index_from_codeset(): train_size must be a positive integer, got {train_size!r}")
     index = make_index(spec, bits=cs.bits)
     if not index.is_trained:
         sample = cs.codes
         if train_size is not None and train_size < len(cs):
-            rows = np.sort(np.random.default_rng(seed).choice(len(cs), size=train_size, replace=False))
+            rows = np.sort(np.random.default_rng(seed).choice(len(cs), size=int(train_size), replace=False))
             sample = cs.codes[rows]
         index.train(sample)
     index.add_codeset(cs)

@@ -9,13 +9,16 @@ Distances are similarities, largest first; L2-normalise descriptors beforehand f
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import faiss
 import numpy as np
 
 from bitseek.errors import ConfigError, InputError
-from bitseek.index.base import PAD_SIMILARITY, Index, to_numpy
+from bitseek.index.api import PAD_SIMILARITY, to_numpy
+from bitseek.index.faiss.base import FaissIndex
+from bitseek.index.faiss.validate import PayloadInfo, inspect_float
 from bitseek.index.selection import rows_at_least, topk_largest
 
 __all__ = ["FloatIPIndex"]
@@ -23,21 +26,21 @@ __all__ = ["FloatIPIndex"]
 _BLOCK_ELEMENTS = 1 << 22  # scores per query block: bounds temporary memory to ~60 MB
 
 
-class FloatIPIndex(Index):
+class FloatIPIndex(FaissIndex):
     """``float-ip``: exact maximum-inner-product search; needs ``dim``."""
 
-    backend = "float-ip"
+    engine = "float-ip"
     metric = "ip"
     exact = True
     name_patterns = (r"float-ip",)
     pad_distance = PAD_SIMILARITY
 
     def __init__(
-        self, dim: int, params: Mapping[str, int] | None = None, options: Mapping[str, int] | None = None
+        self, dim: int, params: Mapping[str, Any] | None = None, options: Mapping[str, int] | None = None, **kw: Any
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise ConfigError(f"float-ip index: dim must be a positive integer, got {dim!r}")
-        super().__init__(int(dim), params, options)
+        super().__init__(int(dim), params, options, **kw)
 
     def _build(self) -> None:
         self._faiss = faiss.IndexFlatIP(self.dim)
@@ -75,7 +78,7 @@ class FloatIPIndex(Index):
         """Queries per block so that a block's score matrix stays near ``_BLOCK_ELEMENTS``."""
         return max(1, _BLOCK_ELEMENTS // max(n, 1))
 
-    def _knn(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _knn(self, q: np.ndarray, k: int, opts: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
         x = self._vectors()
         dist = np.empty((q.shape[0], k), dtype=np.float32)
         labels = np.empty((q.shape[0], k), dtype=np.int64)
@@ -84,7 +87,7 @@ class FloatIPIndex(Index):
             dist[s : s + step], labels[s : s + step] = topk_largest(q[s : s + step] @ x.T, k, PAD_SIMILARITY)
         return dist, labels
 
-    def _range(self, q: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _range(self, q: np.ndarray, radius: float, opts: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = self._vectors()
         rows, cols, scores = [], [], []
         step = self._block_rows(x.shape[0])
@@ -101,7 +104,11 @@ class FloatIPIndex(Index):
     def _serialize(self) -> np.ndarray:
         return faiss.serialize_index(self._faiss)
 
-    def _restore_faiss(self, buf: np.ndarray) -> None:
+    @classmethod
+    def _inspect(cls, buf: np.ndarray) -> PayloadInfo:
+        return inspect_float(buf)
+
+    def _restore_faiss(self, buf: np.ndarray, info: PayloadInfo) -> None:
         idx = faiss.deserialize_index(np.ascontiguousarray(buf))
         if not isinstance(idx, faiss.IndexFlatIP):
             raise InputError(f"payload is a {type(idx).__name__}, a float-ip index holds IndexFlatIP")

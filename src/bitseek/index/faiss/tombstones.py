@@ -1,6 +1,6 @@
 """Removal for faiss binary indexes that cannot delete rows (MultiHash, HNSW).
 
-A removed row stays inside faiss but its slot maps to id -1; ``Index.search`` over-fetches past such
+A removed row stays inside faiss but its slot maps to id -1; ``search`` over-fetches past such
 rows and ``range_search`` filters them. Once removed rows outnumber live ones the index is rebuilt
 from its own stored codes (kept in insertion order), so searches never pay more than 2x.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from bitseek.index.binary import BinaryIndex
+from bitseek.index.faiss.binary import BinaryIndex
 
 __all__ = ["TombstoneIndex"]
 
 
 class TombstoneIndex(BinaryIndex):
-    """A binary backend whose faiss object keeps a flat ``storage`` of every row it was given."""
+    """A binary engine whose faiss object keeps a flat ``storage`` of every row it was given."""
 
     tombstones = True
 
@@ -31,7 +31,7 @@ class TombstoneIndex(BinaryIndex):
 
     def compact(self) -> None:
         """Rebuild the faiss index from the live rows (order kept); a no-op without removed rows."""
-        with self._lock:
+        with self._lock.write():
             if self._idmap.n_dead == 0:
                 return
             live = self._stored_codes()[self._idmap.slot_ids >= 0]
