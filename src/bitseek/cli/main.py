@@ -104,50 +104,6 @@ def _load_npy(path: str, what: str) -> np.ndarray:
     return arr
 
 
-def cmd_index(args: argparse.Namespace) -> int:
-    from bitseek.codes import CodeSet
-    from bitseek.index import make_index
-
-    cs = CodeSet.load(args.codes)
-    index = make_index(args.spec, bits=cs.bits)
-    index.train(cs.codes)
-    from bitseek.progress import progress
-
-    step = 1 << 16  # adding in blocks gives the same index as one add, and a bar for large code sets
-    for s in progress(range(0, len(cs), step), desc="index", unit="block"):
-        index.add(cs.codes[s:s + step], cs.ids[s:s + step])
-    index.save(args.out)
-    print(f"indexed {len(index)} codes ({args.spec}) -> {args.out}")
-    return 0
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from bitseek.codes import CodeSet
-    from bitseek.index import load_index
-
-    index = load_index(args.index)
-    q = CodeSet.load(args.queries)
-    t0 = time.perf_counter()
-    if args.radius is not None:
-        res = index.range_search(q.codes, args.radius)
-        results = [{"query": int(qid), "ids": [int(i) for i in ids], "distances": [float(d) for d in ds]}
-                   for qid, (ids, ds) in zip(q.ids, res)]
-    else:
-        dist, ids = index.search(q.codes, args.k)
-        results = [{"query": int(qid), "ids": ids[i].tolist(), "distances": dist[i].tolist()}
-                   for i, qid in enumerate(q.ids)]
-    ms = (time.perf_counter() - t0) * 1000
-    text = json.dumps({"search_ms": round(ms, 3), "results": results})
-    if args.out:
-        from bitseek.atomic import atomic_write_text
-
-        atomic_write_text(args.out, text)
-        print(f"{len(results)} queries in {ms:.1f} ms -> {args.out}")
-    else:
-        print(text)
-    return 0
-
-
 def cmd_convert(args: argparse.Namespace) -> int:
     from bitseek.models.convert import load_official
     from bitseek.train.checkpoint import save_model
@@ -264,17 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     eval_commands.register(add, _add_config_args)
 
-    sp = add("index", cmd_index, "build a search index from a CodeSet file")
-    sp.add_argument("--codes", required=True)
-    sp.add_argument("--spec", default="flat", help="index factory string (flat, ivf1024,nprobe=16, mih4, …)")
-    sp.add_argument("--out", required=True)
+    from bitseek.cli import index as index_commands
 
-    sp = add("search", cmd_search, "search an index with query codes (top-k or Hamming radius)")
-    sp.add_argument("--index", required=True)
-    sp.add_argument("--queries", required=True, help="CodeSet file of query codes")
-    sp.add_argument("-k", type=int, default=10)
-    sp.add_argument("--radius", type=int, default=None)
-    sp.add_argument("--out", default=None, help="JSON results file (default: print)")
+    index_commands.register(sub)  # index, search
 
     sp = add("convert", cmd_convert, "import an official released checkpoint into a bitseek one (`bitseek list converters`)")
     which = sp.add_mutually_exclusive_group(required=True)

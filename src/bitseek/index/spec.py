@@ -45,6 +45,7 @@ __all__ = [
     "load_index",
 ]
 
+_ADD_BLOCK = 1 << 16
 _EXAMPLES = ("flat", "ivf1024", "mih4", "multihash4x16", "hnsw32", "float-ip")
 _PREFIXED = re.compile(r"([A-Za-z][A-Za-z0-9_-]*):(.*)", re.S)
 
@@ -184,5 +185,12 @@ def index_from_codeset(
             rows = np.sort(np.random.default_rng(seed).choice(len(cs), size=int(train_size), replace=False))
             sample = cs.codes[rows]
         index.train(sample)
-    index.add_codeset(cs)
+    if cs.bits != index.dim:  # the check add_codeset makes, before any block goes in
+        raise InputError(f"index_from_codeset(): code set has {cs.bits}-bit codes, the index holds {index.dim}-bit")
+    from bitseek.progress import progress
+
+    step = _ADD_BLOCK  # blocks give the same index as one add, and a progress bar for large code sets
+    for s in progress(range(0, len(cs), step), desc="index", unit="block", show=len(cs) > step):
+        meta = {k: v[s : s + step] for k, v in cs.meta.items()} or None
+        index.add(cs.codes[s : s + step], cs.ids[s : s + step], meta=meta)
     return index
