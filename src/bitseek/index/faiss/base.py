@@ -309,6 +309,15 @@ class FaissIndex(SearchIndex):
                 sections.append(("meta", np.frombuffer(self._meta.to_bytes(), dtype=np.uint8)))
             write_index_file(path, header, sections)
 
+    def _check_labels(self, info: PayloadInfo) -> None:
+        """Labels stored inside the payload (IVF lists) must be the ones results are translated from."""
+        labels = info.fields.get("list_ids")
+        if labels is None:
+            return
+        want = self._idmap.alive_ids() if self.labels_are_ids else np.arange(self._idmap.n_slots, dtype=np.int64)
+        if not np.array_equal(np.sort(labels), np.sort(want)):
+            raise InputError("the labels in the faiss inverted lists do not match the id table")
+
     @classmethod
     def _header_params(cls, params: dict[str, Any], info: PayloadInfo) -> dict[str, Any]:
         """Structural parameters from the header, checked against the payload (before any build)."""
@@ -346,6 +355,7 @@ class FaissIndex(SearchIndex):
                 raise InputError(f"id table has {obj._idmap.n_alive} live ids, the header says {n_alive}")
             if obj._idmap.n_dead and not obj.tombstones:
                 raise InputError(f"removed rows (id -1) in a {cls.engine} index, which deletes rows")
+            obj._check_labels(info)
             if "meta" in sections:
                 obj._meta = MetaStore.from_bytes(sections["meta"].tobytes())
             obj._apply_options()

@@ -80,7 +80,7 @@ class FaissFactoryIndex(BinaryIndex):
 
     def _apply_options(self) -> None:
         if self.kind == "ivf":
-            self._faiss.nprobe = self._options["nprobe"]
+            self._faiss.nprobe = min(self._options["nprobe"], int(self._faiss.nlist))
         elif self.kind == "hnsw":
             self._faiss.hnsw.efSearch = self._options["ef_search"]
 

@@ -22,7 +22,8 @@ from bitseek.errors import InputError
 __all__ = ["PayloadError", "PayloadInfo", "inspect_binary", "inspect_float"]
 
 _MAX_DEPTH = 4  # IVF -> HNSW quantizer -> flat storage is 3 levels
-_MAX_UNTRAINED_NLIST = 1 << 20  # lists faiss allocates (~48 bytes each) for an untrained IVF
+_MAX_UNTRAINED_NLIST = 1 << 20
+_MAX_EF = 1 << 16  # HNSW search widths; faiss allocates ef-sized queues per search  # lists faiss allocates (~48 bytes each) for an untrained IVF
 
 
 class PayloadError(InputError):
@@ -105,8 +106,12 @@ def _ivf(r: _Reader, tag: str, depth: int) -> PayloadInfo:
     # so nlist is bounded by the file size before anything is allocated for it
     # (an untrained, empty index has no centroids yet: there nlist is capped instead)
     untrained_ok = not trained and ntotal == 0 and quantizer.ntotal == 0 and nlist <= _MAX_UNTRAINED_NLIST
-    if nlist < 1 or (nlist != quantizer.ntotal and not untrained_ok):
+    if nlist < 1 or (nlist != quantizer.ntotal and not untrained_ok) or (trained not in (0, 1)):
         raise PayloadError(f"{tag}: nlist={nlist} but the quantizer holds {quantizer.ntotal} centroids")
+    if not trained and quantizer.ntotal:
+        raise PayloadError(f"{tag}: marked untrained but holds {quantizer.ntotal} centroids")
+    if not 1 <= nprobe <= nlist:
+        raise PayloadError(f"{tag}: nprobe={nprobe} outside 1..{nlist}")
     dm_type = r.unpack("B", f"{tag} direct map type")
     if dm_type not in (0, 1, 2):
         raise PayloadError(f"{tag}: unknown direct map type {dm_type}")
@@ -140,8 +145,14 @@ def _ivf(r: _Reader, tag: str, depth: int) -> PayloadInfo:
     total = int(sizes.sum(dtype=np.uint64))
     if total != ntotal:
         raise PayloadError(f"inverted lists hold {total} entries, the index says ntotal={ntotal}")
-    r.take(total * per_item, "inverted list data")
-    return PayloadInfo(tag, d, ntotal, {"nlist": int(nlist), "nprobe": int(nprobe)}, {"quantizer": quantizer})
+    data = np.frombuffer(r.take(total * per_item, "inverted list data"), dtype=np.uint8)
+    # per non-empty list: its codes, then its int64 labels; collect the labels for the engine to check
+    nonzero = sizes[sizes > 0].astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(nonzero * per_item)[:-1]]) if nonzero.size else np.empty(0, np.int64)
+    labels = [data[s + n * cs : s + n * per_item].view("<i8") for s, n in zip(starts.tolist(), nonzero.tolist())]
+    list_ids = np.concatenate(labels).astype(np.int64) if labels else np.empty(0, np.int64)
+    return PayloadInfo(tag, d, ntotal, {"nlist": int(nlist), "nprobe": int(nprobe), "list_ids": list_ids},
+                       {"quantizer": quantizer})
 
 
 def _hnsw(r: _Reader, tag: str, depth: int) -> PayloadInfo:
@@ -154,15 +165,24 @@ def _hnsw(r: _Reader, tag: str, depth: int) -> PayloadInfo:
     entry, max_level, ef_c, ef_s, _beam = r.unpack("iiiii", f"{tag} graph fields")
     if levels.size != ntotal or offsets.size != ntotal + 1:
         raise PayloadError(f"{tag}: {levels.size} levels / {offsets.size} offsets for ntotal={ntotal}")
-    if offsets.size and (int(offsets[0]) != 0 or (np.diff(offsets.astype(np.int64)) < 0).any()
-                         or int(offsets[-1]) != neighbors.size):
-        raise PayloadError(f"{tag}: neighbour offsets do not match the neighbour table")
+    # the graph layout is fully determined by the per-level neighbour counts and each node's level:
+    # check it exactly, so that no search can walk outside the tables
+    if cum.size < 2 or int(cum[0]) != 0 or (np.diff(cum.astype(np.int64)) < 0).any():
+        raise PayloadError(f"{tag}: neighbour counts per level are not a cumulative table")
+    if ntotal:
+        if int(levels.min()) < 1 or int(levels.max()) >= cum.size:
+            raise PayloadError(f"{tag}: node levels outside 1..{cum.size - 1}")
+        expect = np.concatenate([[0], np.cumsum(cum.astype(np.int64)[levels])])
+        if not np.array_equal(offsets.astype(np.int64), expect) or int(expect[-1]) != neighbors.size:
+            raise PayloadError(f"{tag}: neighbour offsets do not match the node levels")
+        if not (0 <= entry < ntotal and max_level == int(levels.max()) - 1 and int(levels[entry]) - 1 == max_level):
+            raise PayloadError(f"{tag}: entry point {entry} / max level {max_level} do not match the graph")
+    elif offsets.size != 1 or int(offsets[0]) != 0 or neighbors.size:
+        raise PayloadError(f"{tag}: an empty graph with neighbour data")
     if neighbors.size and (int(neighbors.min()) < -1 or int(neighbors.max()) >= max(ntotal, 1)):
         raise PayloadError(f"{tag}: neighbour ids outside 0..{ntotal - 1}")
-    if ntotal and not (0 <= entry < ntotal and 0 <= max_level < cum.size):
-        raise PayloadError(f"{tag}: entry point {entry} / max level {max_level} out of range")
-    if ef_c < 1 or ef_s < 1:
-        raise PayloadError(f"{tag}: efConstruction={ef_c}, efSearch={ef_s} must be >= 1")
+    if not 1 <= ef_c <= _MAX_EF or not 1 <= ef_s <= _MAX_EF:
+        raise PayloadError(f"{tag}: efConstruction={ef_c}, efSearch={ef_s} must be in 1..{_MAX_EF}")
     storage = _binary(r, depth + 1)
     if storage.fourcc != "IBxF" or storage.ntotal != ntotal or storage.d != d:
         raise PayloadError(f"{tag}: storage is {storage.fourcc} with {storage.ntotal} rows, expected IBxF with {ntotal}")
