@@ -12,13 +12,17 @@ database items with 0-6 flipped bits, half random codes), k=100:
 * ``mih``: ``mih4`` (4 x 16-bit substrings) over an ``nflip`` sweep, plus exact range search at
   near-duplicate radii (``--radii``) compared with flat range search (results must be identical).
 * ``hnsw`` (only with ``--hnsw``; building the graph over 1M codes takes minutes).
+* ``threads``: queries/s of the ``flat`` index searched from 1 and from 2 Python threads at once
+  (each with one faiss thread, so the gain comes from searches running in parallel, not from
+  OpenMP inside one call), and faiss's own 2-thread OpenMP search of the same queries for reference.
+  ``--only-threads`` runs just this part.
 
 Secondary timings (IVF, MIH, HNSW, range search) are the best of up to 3 runs.
-Recall is reported two ways: ``recall_ids`` (share of flat's top-k ids found; ties make it a lower
-bound on random codes, where the k-th distance is shared by many items) and ``recall_dist`` (share of
-returned results whose distance is within flat's k-th distance: the tie-aware measure).
+Recall is reported two ways (``bitseek.eval.ann``): ``recall_ids`` (share of flat's top-k ids found;
+ties make it a lower bound on random codes, where the k-th distance is shared by many items) and
+``recall_dist`` (share of places filled with an item within flat's k-th distance: tie-aware).
 
-Usage: ``python benchmarks/bench_index.py [--n 1000000] [--quick] [--threads 1] [--hnsw]``.
+Usage: ``python benchmarks/bench_index.py [--n 1000000] [--quick] [--threads 1] [--hnsw] [--only-threads]``.
 Writes ``benchmarks/results/index.json`` atomically.
 """
 
@@ -30,6 +34,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +44,7 @@ import faiss
 import numpy as np
 
 from bitseek.atomic import atomic_write_text
+from bitseek.eval.ann import distance_recall, knn_recall
 from bitseek.index import make_index
 
 BITS = 64
@@ -76,11 +82,75 @@ def timed_best(fn: Callable[[], Any], repeats: int = 3, budget_s: float = 2.0) -
 
 
 def recall(d: np.ndarray, i: np.ndarray, true_d: np.ndarray, true_i: np.ndarray) -> dict[str, float]:
-    k = true_i.shape[1]
-    hits = [len(np.intersect1d(a[a >= 0], b)) for a, b in zip(i, true_i)]
-    kth = true_d[:, -1:]
-    within = ((d <= kth) & (i >= 0)).sum(1)
-    return {"recall_ids": float(np.mean(hits) / k), "recall_dist": float(np.mean(within) / k)}
+    return {"recall_ids": knn_recall(i, true_i), "recall_dist": distance_recall(d, i, true_d, true_i)}
+
+
+def bench_threads(data: dict[str, np.ndarray], k: int, repeats: int) -> dict[str, Any]:
+    """Queries/s of one flat index searched from 1 and from 2 threads at once (one faiss thread each)."""
+    db, ids, q = data["db"], data["ids"], data["q"]
+    index = make_index("flat", bits=BITS)
+    index.add(db, ids)
+    faiss.omp_set_num_threads(1)
+    index.search(q[:10], k)  # warm-up
+    halves = [q[: len(q) // 2], q[len(q) // 2 :]]
+    busy = _busy_cores()
+
+    def two_threads() -> list[Any]:
+        out: list[Any] = [None, None]
+
+        def run(j: int) -> None:
+            out[j] = index.search(halves[j], k)
+
+        threads = [threading.Thread(target=run, args=(j,)) for j in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
+
+    t1, t2, t_omp = [], [], []
+    for _ in range(repeats):  # interleaved, so machine noise hits all alike
+        t, serial = timed(lambda: index.search(q, k))
+        t1.append(t)
+        t, parallel = timed(two_threads)
+        t2.append(t)
+        faiss.omp_set_num_threads(2)
+        t_omp.append(timed(lambda: index.search(q, k))[0])
+        faiss.omp_set_num_threads(1)
+    same = all(np.array_equal(np.concatenate([p[j] for p in parallel]), serial[j]) for j in range(2))
+    qps1, qps2 = len(q) / statistics.median(t1), len(q) / statistics.median(t2)
+    return {
+        "queries": len(q),
+        "k": k,
+        "search_s": {"1_thread": t1, "2_threads": t2, "faiss_openmp_2": t_omp},
+        "qps_1_thread": qps1,
+        "qps_2_threads": qps2,
+        "speedup_2_threads": qps2 / qps1,
+        "speedup_best_of": min(t1) / min(t2),
+        "faiss_openmp_2_speedup": statistics.median(t1) / statistics.median(t_omp),
+        "identical_to_serial": bool(same),
+        "busy_cores_before": busy,
+        "busy_cores_after": _busy_cores(),
+    }
+
+
+def _busy_cores(seconds: float = 0.5) -> float | None:
+    """Cores other processes kept busy over ``seconds`` (from /proc/stat), to judge a thread timing."""
+    def snap() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as fh:
+                vals = [int(v) for v in fh.readline().split()[1:]]
+        except OSError:
+            return None
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return sum(vals), idle
+
+    a = snap()
+    time.sleep(seconds)
+    b = snap()
+    if a is None or b is None or b[0] == a[0]:
+        return None
+    return round((os.cpu_count() or 1) * (1 - (b[1] - a[1]) / (b[0] - a[0])), 2)
 
 
 def bench_flat(data: dict[str, np.ndarray], k: int, repeats: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
@@ -102,7 +172,7 @@ def bench_flat(data: dict[str, np.ndarray], k: int, repeats: int) -> tuple[dict[
     # The wrapper's own cost, free of faiss timing noise: the faiss call replaced by handing back
     # copies of its cached result (the copies are charged to the wrapper, so this over-estimates).
     cached = ours._faiss.search(q, k)
-    ours._knn = lambda _q, _k: (cached[0].copy(), cached[1].copy())  # type: ignore[method-assign]
+    ours._knn = lambda _q, _k, _opts: (cached[0].copy(), cached[1].copy())  # type: ignore[method-assign]
     t_wrap = [timed(lambda: ours.search(q, k))[0] for _ in range(20)]
     del ours._knn
     med = {"faiss": statistics.median(t_raw), "bitseek": statistics.median(t_our), "inner": statistics.median(t_inner)}
@@ -132,8 +202,7 @@ def bench_ivf(data, k, nlist, nprobes, train_n, true_d, true_i, seed) -> dict[st
     t_add, _ = timed(lambda: index.add(db, ids))
     sweep = []
     for nprobe in nprobes:
-        index.set_options(nprobe=nprobe)
-        t, (d, i) = timed_best(lambda: index.search(q, k))
+        t, (d, i) = timed_best(lambda: index.search(q, k, nprobe=nprobe))
         sweep.append({"nprobe": nprobe, "search_s": t, **recall(d, i, true_d, true_i), **near_dup_top1(data, i)})
     return {"spec": f"ivf{nlist}", "train_codes": len(sample), "train_s": t_train, "add_s": t_add, "sweep": sweep}
 
@@ -149,11 +218,10 @@ def bench_mih(data, k, nflips, radii, true_d, true_i, flat_index) -> dict[str, A
     t_add, _ = timed(lambda: index.add(db, ids))
     sweep = []
     for nflip in nflips:
-        index.set_options(nflip=nflip)
-        t, (d, i) = timed_best(lambda: index.search(q, k))
+        t, (d, i) = timed_best(lambda: index.search(q, k, nflip=nflip))
         sweep.append({"nflip": nflip, "search_s": t, **recall(d, i, true_d, true_i), **near_dup_top1(data, i)})
     near_q = q[: len(data["near_src"])]
-    index.set_options(nflip=0)  # range search then probes exactly radius // nhash flips
+    index.set_options(nflip=0)  # range search: the tables when radius // nhash is 0, else the flat storage
     ranges = []
     for radius in radii:  # exact at any radius (nflip raised to radius // nhash), cost grows with it
         t_mih, r_mih = timed_best(lambda: index.range_search(near_q, radius))
@@ -166,7 +234,7 @@ def bench_mih(data, k, nflips, radii, true_d, true_i, flat_index) -> dict[str, A
         ranges.append(
             {
                 "radius": radius,
-                "nflip_used": min(radius // index.nhash, index.b),
+                "method": "hash tables" if radius // index.nhash == 0 else "flat storage scan",
                 "queries": len(near_q),
                 "mih_s": t_mih,
                 "flat_s": t_flat,
@@ -182,8 +250,7 @@ def bench_hnsw(data, k, efs, true_d, true_i) -> dict[str, Any]:
     t_add, _ = timed(lambda: index.add(data["db"], data["ids"]))
     sweep = []
     for ef in efs:
-        index.set_options(ef_search=ef)
-        t, (d, i) = timed_best(lambda: index.search(data["q"], k))
+        t, (d, i) = timed_best(lambda: index.search(data["q"], k, ef_search=ef))
         sweep.append({"ef_search": ef, "search_s": t, **recall(d, i, true_d, true_i), **near_dup_top1(data, i)})
     return {"spec": "hnsw32", "add_s": t_add, "sweep": sweep}
 
@@ -199,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--nlist", type=int, default=1024)
     ap.add_argument("--radii", default="3,8", help="range-search radii for the near-duplicate queries")
     ap.add_argument("--hnsw", action="store_true", help="also build an HNSW graph (slow)")
+    ap.add_argument("--only-threads", action="store_true", help="only the 1- vs 2-thread flat search")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "index.json")
     args = ap.parse_args(argv)
@@ -208,6 +276,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     data = make_data(args.n, args.nq, args.seed)
     print(f"{args.n:,} x {BITS}-bit codes, {args.nq} queries, k={args.k}, {args.threads} thread(s)", file=sys.stderr)
+    env = {
+        "faiss": faiss.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "faiss_threads": args.threads,
+    }
+    thr = bench_threads(data, args.k, args.repeats)
+    faiss.omp_set_num_threads(args.threads)
+    print(
+        f"threads: {thr['qps_1_thread']:.0f} q/s on 1 thread, {thr['qps_2_threads']:.0f} q/s on 2 -> "
+        f"x{thr['speedup_2_threads']:.2f} (best-of x{thr['speedup_best_of']:.2f}; faiss OpenMP 2 threads "
+        f"x{thr['faiss_openmp_2_speedup']:.2f}), identical={thr['identical_to_serial']}, "
+        f"cores busy with other work before/after: {thr['busy_cores_before']}/{thr['busy_cores_after']}",
+        file=sys.stderr,
+    )
+    head = {
+        "benchmark": "bitseek.index",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "bits": BITS,
+        "queries": "half near-duplicates of database codes (0-6 bits flipped), half uniform random",
+        "environment": env,
+        "threads": thr,
+    }
+    if args.only_threads:
+        atomic_write_text(args.out, json.dumps(head, indent=2) + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+        return head
     flat, true_d, true_i = bench_flat(data, args.k, args.repeats)
     print(
         f"flat: faiss {flat['median_s']['faiss']:.3f} s, bitseek {flat['median_s']['bitseek']:.3f} s -> overhead "
@@ -224,19 +322,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mih = bench_mih(data, args.k, [0, 1, 2], radii, true_d, true_i, flat_index)
     print(f"mih: {json.dumps(mih['knn_sweep'])} range {json.dumps(mih['range'])}", file=sys.stderr)
     result: dict[str, Any] = {
-        "benchmark": "bitseek.index",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "bits": BITS,
-        "queries": "half near-duplicates of database codes (0-6 bits flipped), half uniform random",
-        "environment": {
-            "faiss": faiss.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "faiss_threads": args.threads,
-        },
+        **head,
         "flat": flat,
         "ivf": ivf,
         "mih": mih,

@@ -87,3 +87,65 @@ def test_set_options_validates():
     with pytest.raises(ConfigError, match=">= 1"):
         index.set_options(ef_search=0)
     assert index.options["ef_search"] == 7
+
+
+# ------------------------------------------------------------------ grammar: case, text options, faiss:
+
+
+def test_spec_values_keep_their_case_and_text_options_reach_the_engine():
+    # a remote-style engine with text options, registered for this test only
+    from bitseek.index import SearchIndex, register_engine
+    from bitseek.index.api import unregister_engine
+
+    class Remote(SearchIndex):
+        engine = "remote"
+        options_spec = {"uri": ("", None), "collection": ("", None), "nprobe": (1, 1)}
+
+        def __init__(self, dim, params, options):
+            self.dim, self.params, self.opts = dim, params, options
+
+        spec = ids = property(lambda self: None)
+        __len__ = contains = add = remove = search = range_search = save = lambda *a, **k: None
+        _from_file = classmethod(lambda cls, *a: None)
+
+    register_engine("remote", Remote)
+    try:
+        p = parse_spec(" Remote:uri=http://127.0.0.1:19530 , Collection=MyColl,nprobe=4")
+        assert p.cls is Remote and p.params == {}
+        assert p.options == {"uri": "http://127.0.0.1:19530", "collection": "MyColl", "nprobe": 4}
+        index = make_index("remote:collection=MyColl", bits=64)
+        assert index.opts == {"collection": "MyColl"}
+        with pytest.raises(ConfigError, match="no option 'colection'; did you mean 'collection'"):
+            parse_spec("remote:colection=x")
+        with pytest.raises(ConfigError, match="nprobe needs a non-negative integer"):
+            parse_spec("remote:nprobe=many")
+    finally:
+        unregister_engine("remote")
+    with pytest.raises(ConfigError, match="unknown index engine"):
+        parse_spec("remote:uri=x")
+
+
+def test_faiss_factory_passthrough():
+    from bitseek.index import FaissFactoryIndex
+
+    index = make_index("faiss:BIVF8_HNSW4, NPROBE=3", bits=32)
+    assert type(index) is FaissFactoryIndex and index.spec == "faiss:BIVF8_HNSW4,nprobe=3"
+    assert index.search_params == {"nprobe": 1} and not index.exact
+    assert make_index("faiss:BFlat", bits=32).exact
+    assert make_index("faiss:BHNSW8", bits=32).search_params == {"ef_search": 1}
+    with pytest.raises(ConfigError, match="BHash use the mih"):
+        make_index("faiss:BHash2x16", bits=32)
+    with pytest.raises(ConfigError, match="needs a binary factory string"):
+        make_index("faiss:", bits=32)
+    with pytest.raises(ConfigError, match="faiss has no option 'nprobe'"):
+        make_index("faiss:BFlat,nprobe=3", bits=32)
+
+
+def test_import_does_not_load_faiss():
+    import subprocess
+    import sys
+
+    code = ("import sys, bitseek.index as I; I.parse_spec; I.engine_names(); "
+            "assert 'faiss' not in sys.modules, 'faiss imported'; I.make_index('flat', bits=8); "
+            "assert 'faiss' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
