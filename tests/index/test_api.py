@@ -184,3 +184,18 @@ def test_codeset_helpers(tmp_path):
         make_index("float-ip", dim=4).add_codeset(cs)
     with pytest.raises(InputError, match="expected a CodeSet"):
         flat.add_codeset(cs.codes)
+
+
+def test_every_valid_codeset_goes_into_the_index():
+    # CodeSet and the index share one id rule (bitseek._array.as_ids): whatever a CodeSet accepts,
+    # add_codeset accepts, ids and metadata included; what the index refuses, CodeSet refuses first
+    big = np.iinfo(np.int64).max
+    ids = np.array([big, 0, 5, big - 1], dtype=np.uint64)
+    cs = CodeSet(np.arange(8, dtype=np.uint8).reshape(4, 2), ids, 16, meta={"path": ["a", "b", "c", "d"]})
+    index = make_index("flat", bits=16)
+    assert index.add_codeset(cs).tolist() == [big, 0, 5, big - 1]
+    assert index.metadata([5, big]) == {"path": ["c", "a"]} and big in index
+    with pytest.raises(InputError, match=">= 0"):
+        CodeSet(np.zeros((1, 2), np.uint8), np.array([-3]), 16)
+    ternary = CodeSet.from_signed(np.array([[1.0, 0.0] * 8]), ids=[9])  # exact zeros kept in the file
+    assert index.add_codeset(ternary).tolist() == [9]
