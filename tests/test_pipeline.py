@@ -14,7 +14,7 @@ from bitseek import pipeline
 from bitseek.config import EvalConfig, ExperimentConfig, TrainConfig
 from bitseek.data.base import GndRelevance, LabelRelevance, RetrievalData
 from bitseek.eval import map_at_k, map_at_k_ranked, map_at_topk, revisited
-from bitseek.models.base import Embedder, HashModel
+from bitseek.models.base import Embedder, HashModel, TrainableModel
 
 FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "revisitop"
 
@@ -30,7 +30,7 @@ class Rows(Dataset):
         return {"feats": self.x[i], "index": i}
 
 
-class MeanEmbedder(Embedder):
+class MeanEmbedder(Embedder, TrainableModel):
     """L2-normalised projection of the frame mean."""
 
     def __init__(self, d_in: int, dim: int) -> None:

@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bitseek.models import Embedder, HashModel, output_kind
+from bitseek.models import Embedder, HashModel, TrainableModel, output_kind
 
 
-class E(Embedder):
+class E(Embedder, TrainableModel):
     dim = 4
 
     def training_step(self, batch, phase="train"):
@@ -47,3 +47,17 @@ def test_embedder_is_abstract_until_embed_exists():
     with pytest.raises(TypeError):
         NoEmbed()
     assert E().epoch_phases(0) == ["train"]
+
+
+def test_an_inference_only_embedder_needs_no_training_step():
+    """Released weights (CVNet) are embedders without a training recipe of their own."""
+
+    class Frozen(Embedder):
+        dim = 2
+
+        def embed(self, batch):
+            return torch.ones(1, 2)
+
+    model = Frozen()
+    assert output_kind(model) == "features"
+    assert not isinstance(model, TrainableModel)

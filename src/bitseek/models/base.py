@@ -65,11 +65,13 @@ class HashModel(TrainableModel):
         """(B, bits) codes in {-1, 0, +1}, for retrieval."""
 
 
-class Embedder(TrainableModel):
+class Embedder(nn.Module, metaclass=abc.ABCMeta):
     """Base class of real-valued models: ``embed`` gives (B, dim) float32 descriptors.
 
     Descriptors are ranked by inner product, so a model whose method says so (CVNet, GeM
     descriptors) L2-normalises inside ``embed``; the encoder never changes the values.
+    Training is a separate contract: an embedder the engine trains also derives from
+    :class:`TrainableModel`, an inference-only one (released weights) does not have to.
     """
 
     dim: int

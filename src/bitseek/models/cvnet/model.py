@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from bitseek.errors import ConfigError, InputError
 from bitseek.models.backbones import ResNet, build_backbone
+from bitseek.models.base import Embedder
 from bitseek.models.cvnet.rerank import CVReranker
 from bitseek.registry import register_model
 
@@ -68,7 +69,7 @@ class GeM(nn.Module):
         return F.adaptive_avg_pool2d(x.clamp(min=self.eps).pow(self.p), 1).pow(1.0 / self.p).flatten(1)
 
 
-class CVNet(nn.Module):
+class CVNet(Embedder):
     """CVNet's global and re-rank networks on one shared ResNet."""
 
     def __init__(self, cfg: CVNetConfig) -> None:
