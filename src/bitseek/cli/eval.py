@@ -14,27 +14,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bitseek.errors import BitseekError, FileFormatError
+from bitseek.cli.common import int_list as _int_list
+from bitseek.cli.common import load_cfg as _load_cfg
+from bitseek.cli.common import load_npy as _load_npy
+from bitseek.cli.common import print_rows as _print_rows
+from bitseek.errors import BitseekError
 
 AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
-
-
-def _print_rows(rows: list[dict[str, Any]]) -> None:
-    from bitseek.eval.report import markdown_table
-
-    print(markdown_table(rows))
-
-
-def _load_cfg(args: argparse.Namespace) -> Any:
-    from bitseek.cli.main import _load_cfg as load
-
-    return load(args)
-
-
-def _load_npy(path: str, what: str) -> np.ndarray:
-    from bitseek.cli.main import _load_npy as load  # the CLI's one safe .npy reader
-
-    return load(path, what)
 
 
 def read_outputs(path: str, kind: str = "auto") -> tuple[str, np.ndarray]:
@@ -206,7 +192,6 @@ def cmd_eval_ranks(args: argparse.Namespace) -> int:
 
 def register(add: AddCommand, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add this group's sub-commands through ``main.build_parser``'s ``add``."""
-    from bitseek.cli.main import _int_list
     sp = add("eval", cmd_eval, "encode query/database with a trained model and evaluate")
     add_config_args(sp)
     sp.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the run's final model)")

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from bitseek.cli.common import non_negative_int as _non_negative
+from bitseek.cli.common import positive_int as _positive
 from bitseek.errors import InputError
 
 __all__ = ["register", "cmd_index", "cmd_search"]
@@ -41,26 +43,6 @@ def _kind(path: str, flag: str) -> str:
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     raise InputError(f"{flag} {path}: not a bitseek code set, feature set, index or .npy file")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- index
