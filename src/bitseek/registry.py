@@ -230,7 +230,7 @@ DATASETS = Registry("dataset", ("bitseek.data.video_features", "bitseek.data.ima
 BACKBONES = Registry("backbone", ("bitseek.models.backbones",))
 CONVERTERS = Registry("converter", _MODEL_MODULES)
 ENGINES = Registry("index engine", ("bitseek.index",))
-RERANKERS = Registry("re-ranker", ())
+RERANKERS = Registry("re-ranker", ("bitseek.rerank",))
 
 REGISTRIES: dict[str, Registry] = {
     "models": MODELS,
