@@ -117,3 +117,68 @@ def test_revisited_dataset_names_a_missing_image(tmp_path):
     (tmp_path / "jpg" / "im3.jpg").unlink()
     with pytest.raises(FileFormatError, match="im3.jpg: missing image"):
         load_data(ROxford5kConfig(root=str(tmp_path)))
+
+
+# --------------------------------------------------------------------------- CVNet's test layout
+
+
+def test_revisitop_images_in_cvnet_layout_checks_every_image(tmp_path):
+    from bitseek.data.revisited import revisitop_images
+
+    gnd = _tiny_revisitop(tmp_path / "roxford5k")
+    imgs = revisitop_images(tmp_path, "roxford5k")
+    assert [p.name for p in imgs.database] == [f"{n}.jpg" for n in gnd["imlist"]]
+    assert [p.name for p in imgs.query] == ["q0.jpg", "q1.jpg"] and imgs.boxes[0] == (2.4, 3.6, 20.5, 25.0)
+    (tmp_path / "roxford5k" / "jpg" / "q1.jpg").unlink()
+    with pytest.raises(FileFormatError, match=r"q1\.jpg: missing image 'q1' named by the ground truth .*gnd_roxford5k"):
+        revisitop_images(tmp_path, "roxford5k")
+    from bitseek.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no folder .*rparis6k"):
+        revisitop_images(tmp_path, "rparis6k")
+
+
+def test_revisitop_images_refuse_out_of_range_gnd_indices(tmp_path):
+    from bitseek.data.revisited import revisitop_images
+
+    gnd = _tiny_revisitop(tmp_path / "roxford5k")
+    gnd["gnd"][1]["hard"] = [2, 8]  # 8 database images: index 8 does not exist
+    (tmp_path / "roxford5k" / "gnd_roxford5k.pkl").write_bytes(pickle.dumps(gnd, protocol=3))
+    with pytest.raises(FileFormatError, match=r"gnd_roxford5k\.pkl: gnd\[1\]\['hard'\]: index 8 outside the 8"):
+        revisitop_images(tmp_path, "roxford5k")
+
+
+def test_read_distractors_keeps_the_list_order_and_refuses_escapes(tmp_path):
+    from bitseek.data.revisited import read_distractors
+    from bitseek.errors import ConfigError
+
+    d = tmp_path / "revisitop1m"
+    d.mkdir()
+    (d / "revisitop1m.txt").write_text("b/2.jpg\na/1.jpg\n\n")
+    want = [d / "jpg" / "b/2.jpg", d / "jpg" / "a/1.jpg"]
+    assert read_distractors(d) == want and read_distractors(tmp_path) == want
+    (d / "revisitop1m.txt").write_text("../../etc/passwd\n")
+    with pytest.raises(FileFormatError, match="not a path inside"):
+        read_distractors(d)
+    with pytest.raises(ConfigError, match="--plus1m: no revisitop1m.txt"):
+        read_distractors(tmp_path / "nowhere")
+
+
+def test_read_bgr_names_missing_truncated_and_corrupt_files(tmp_path):
+    cv2 = pytest.importorskip("cv2", reason="the CVNet protocol needs opencv-python-headless (bitseek[cvnet])")
+    from bitseek.data.image_io import CorruptImageError
+    from bitseek.data.revisited import read_bgr
+
+    im = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    good = tmp_path / "good.jpg"
+    cv2.imwrite(str(good), im)
+    assert read_bgr(good).shape == (40, 50, 3) and np.array_equal(read_bgr(good), cv2.imread(str(good)))
+    data = good.read_bytes()
+    (tmp_path / "half.jpg").write_bytes(data[: len(data) // 2])  # OpenCV alone would decode this, grey-filled
+    (tmp_path / "junk.jpg").write_bytes(b"<html>not an image</html>")
+    with pytest.raises(CorruptImageError, match=r"half\.jpg: truncated or corrupt JPEG"):
+        read_bgr(tmp_path / "half.jpg")
+    with pytest.raises(CorruptImageError, match=r"junk\.jpg: corrupt or not an image"):
+        read_bgr(tmp_path / "junk.jpg")
+    with pytest.raises(CorruptImageError, match=r"gone\.jpg: missing image file"):
+        read_bgr(tmp_path / "gone.jpg")

@@ -6,6 +6,10 @@ any object. The ``roxford5k`` / ``rparis6k`` presets pair it with revisitop's ``
 queries are cropped to their box (as revisitop's ``example_evaluate.py`` does), database images
 are used whole, and the data carries the gnd so evaluation runs the Easy/Medium/Hard protocol of
 :mod:`bitseek.eval.revisited` with no special path.
+
+:func:`revisitop_images` and :func:`read_distractors` give the file lists of CVNet's test (the
+``<data_dir>/<dataset>/`` layout and revisitop's ``revisitop1m.txt``), every image named by the gnd
+checked up front; :func:`read_bgr` decodes as that test does (OpenCV, BGR uint8).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from bitseek.registry import register_dataset
 from bitseek.safe_pickle import ALLOW_NOTHING, PickleRefused, load_file
 
 __all__ = ["load_gnd", "query_boxes", "RevisitedConfig", "ROxford5kConfig", "RParis6kConfig", "RevisitedImages",
-           "load_revisited"]
+           "load_revisited", "RevisitopImages", "revisitop_images", "read_distractors", "read_bgr",
+           "DISTRACTOR_LIST"]
 
 
 def _index_list(v: Any, where: str) -> list[int]:
@@ -174,3 +179,110 @@ class RParis6kConfig(RevisitedConfig):
 
 register_dataset("roxford5k", ROxford5kConfig)(load_revisited)
 register_dataset("rparis6k", RParis6kConfig)(load_revisited)
+
+
+# --------------------------------------------------------------------------- CVNet's test layout
+
+
+DISTRACTOR_LIST = "revisitop1m.txt"
+
+
+@dataclass
+class RevisitopImages:
+    """The image files of one revisitop test set, in the gnd's order (database indices = positions)."""
+
+    name: str
+    gnd_path: Path
+    gnd: dict[str, Any]
+    query: list[Path]
+    database: list[Path]
+    boxes: list[tuple[float, float, float, float]]
+
+
+def revisitop_images(data_dir: str | os.PathLike[str], name: str) -> RevisitopImages:
+    """``<data_dir>/<name>/gnd_<name>.pkl`` + ``jpg/<image>.jpg`` (CVNet's ``TEST.DATA_DIR`` layout).
+
+    The gnd goes through :func:`load_gnd` (no unpickling; out-of-range indices refused) and every
+    image it names must exist, so a half-copied dataset fails before any extraction starts.
+    """
+    root = Path(os.path.expanduser(str(data_dir))) / name
+    gnd_path = root / f"gnd_{name}.pkl"
+    if not root.is_dir():
+        raise ConfigError(f"TEST.DATA_DIR: no folder {root} (expected {name}/gnd_{name}.pkl and {name}/jpg/)")
+    gnd = load_gnd(gnd_path)
+    jpg = root / "jpg"
+    if not jpg.is_dir():
+        raise ConfigError(f"{root}: no jpg/ folder beside gnd_{name}.pkl")
+    boxes = query_boxes(gnd)
+    missing_box = [i for i, b in enumerate(boxes) if b is None]
+    if missing_box:
+        raise FileFormatError(f"{gnd_path}: gnd[{missing_box[0]}] has no 'bbx'; CVNet's test crops every query")
+
+    def paths(names: list[str]) -> list[Path]:
+        out = [jpg / f"{n}.jpg" for n in names]
+        for n, p in zip(names, out):
+            if not p.is_file():
+                raise FileFormatError(f"{p}: missing image {n!r} named by the ground truth {gnd_path}")
+        return out
+
+    return RevisitopImages(name, gnd_path, gnd, paths(gnd["qimlist"]), paths(gnd["imlist"]),
+                           boxes)  # type: ignore[arg-type]
+
+
+def read_distractors(folder: str | os.PathLike[str]) -> list[Path]:
+    """The +1M distractor files: ``revisitop1m.txt`` (one path per line, extension included) under ``jpg/``.
+
+    ``folder`` is revisitop's ``revisitop1m`` folder or its parent. The files are not statted
+    here (a million of them): a missing one is an error naming it when it is read."""
+    f = Path(os.path.expanduser(str(folder)))
+    for base in (f, f / "revisitop1m"):
+        if (base / DISTRACTOR_LIST).is_file():
+            break
+    else:
+        raise ConfigError(f"--plus1m: no {DISTRACTOR_LIST} in {f} or {f / 'revisitop1m'} "
+                          "(revisitop's distractor list, beside its jpg/ folder)")
+    lst = base / DISTRACTOR_LIST
+    try:
+        lines = lst.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise FileFormatError(f"{lst}: not UTF-8 text (byte {e.start})") from None
+    names = [ln.strip() for ln in lines if ln.strip()]
+    if not names:
+        raise FileFormatError(f"{lst}: lists no images")
+    for n in names:
+        if n.startswith("/") or ".." in Path(n).parts:
+            raise FileFormatError(f"{lst}: {n!r} is not a path inside {base / 'jpg'}")
+    return [base / "jpg" / n for n in names]
+
+
+def read_bgr(path: str | os.PathLike[str]) -> Any:
+    """Decode an image as the official CVNet test does: ``cv2.imread`` -> uint8 (H, W, 3) BGR.
+
+    OpenCV decodes a truncated JPEG into a grey-filled image with only a warning, so a JPEG
+    without its end-of-image marker is refused here; anything OpenCV cannot decode too. Both
+    raise CorruptImageError naming the file.
+    """
+    from bitseek.data.image_io import CorruptImageError
+    from bitseek.encode.multiscale import import_cv2
+
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with p.open("rb") as fh:
+            head = fh.read(3)
+            fh.seek(max(0, size - _JPEG_TAIL))
+            tail = fh.read()
+    except FileNotFoundError:
+        raise CorruptImageError(p, "missing image file") from None
+    except IsADirectoryError:
+        raise CorruptImageError(p, "is a directory, not an image file") from None
+    if head[:2] == b"\xff\xd8" and b"\xff\xd9" not in tail:
+        raise CorruptImageError(p, "truncated or corrupt JPEG (no end-of-image marker)")
+    cv2 = import_cv2()
+    im = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    if im is None or im.ndim != 3 or im.shape[2] != 3 or 0 in im.shape:
+        raise CorruptImageError(p, "corrupt or not an image (OpenCV cannot decode it)")
+    return im
+
+
+_JPEG_TAIL = 4096  # the end-of-image marker sits at the end, after at most some padding
