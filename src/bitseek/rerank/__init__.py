@@ -18,8 +18,10 @@ Call signature (what ``bitseek retrieval test --rerank NAME`` does)::
 from bitseek.rerank.base import MapSource, Reranked, Reranker, RerankInputs, ScoringReranker, build_reranker
 from bitseek.rerank.fusion import FUSION_WEIGHT, RerankResult, fuse, ranked_scores, rerank_ranks, write_back
 from bitseek.rerank.shortlist import DEFAULT_K, SHORTLIST_MODES, shortlist_positions, shortlists
+from bitseek.rerank.cvnet import CVNetReranker  # noqa: E402  (registers "cvnet")
 
 __all__ = [
+    "CVNetReranker",
     "DEFAULT_K",
     "FUSION_WEIGHT",
     "SHORTLIST_MODES",

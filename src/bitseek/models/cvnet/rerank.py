@@ -34,7 +34,9 @@ __all__ = [
     "Conv4dNormAct",
     "CorrelationLearner",
     "cosine_correlation",
+    "correlate_pyramids",
     "cross_scale_correlation",
+    "feature_pyramid",
     "pyramid_size",
     "resize4d",
 ]
@@ -58,14 +60,16 @@ def pyramid_size(h: int, w: int, scale: float) -> tuple[int, int]:
 
 
 def cosine_correlation(fq: Tensor, fk: Tensor, eps: float = CORRELATION_EPS) -> Tensor:
-    """(B, C, hq, wq) x (B, C, hk, wk) -> (B, hq, wq, hk, wk) cosine similarities (eps on the norm product)."""
-    b, c, hq, wq = fq.shape
-    hk, wk = fk.shape[-2:]
-    q = fq.reshape(b, c, hq * wq)
-    k = fk.reshape(b, c, hk * wk)
-    dots = torch.bmm(q.transpose(1, 2), k)
+    """(B, C, hq, wq) x (B, C, hk, wk) -> (B, hq, wq, hk, wk) cosine similarities (eps on the norm product).
+
+    Either batch may be 1 and is then broadcast (one query against a batch of keys)."""
+    bq, c, hq, wq = fq.shape
+    bk, hk, wk = fk.shape[0], *fk.shape[-2:]
+    q = fq.reshape(bq, c, hq * wq)
+    k = fk.reshape(bk, c, hk * wk)
+    dots = torch.matmul(q.transpose(1, 2), k)  # a batch of 1 on either side broadcasts
     norms = q.norm(dim=1).unsqueeze(2) * k.norm(dim=1).unsqueeze(1)
-    return (dots / (norms + eps)).view(b, hq, wq, hk, wk)
+    return (dots / (norms + eps)).view(max(bq, bk), hq, wq, hk, wk)
 
 
 def resize4d(corr: Tensor, size: Sequence[int]) -> Tensor:
@@ -82,23 +86,31 @@ def resize4d(corr: Tensor, size: Sequence[int]) -> Tensor:
     return x.reshape(b, Hq, Wq, Hk, Wk)
 
 
+def feature_pyramid(f: Tensor, scales: Sequence[float], convs: Sequence[nn.Module]) -> list[Tensor]:
+    """Step 1 for one side: each scale's bilinear resize (``align_corners``) followed by its 3x3 conv."""
+    h, w = f.shape[-2:]
+    return [conv(F.interpolate(f, pyramid_size(h, w, s), mode="bilinear", align_corners=True))
+            for s, conv in zip(scales, convs)]
+
+
+def correlate_pyramids(qs: Sequence[Tensor], ks: Sequence[Tensor], size: Sequence[int],
+                       eps: float = CORRELATION_EPS) -> Tensor:
+    """Step 2: the (B, S², Hq, Wq, Hk, Wk) clamped cross-scale correlation of two pyramids.
+
+    A query pyramid of batch 1 is broadcast against a key batch (one query, many candidates), so
+    the query side is computed once."""
+    corrs = [resize4d(cosine_correlation(q, k, eps), size) for q in qs for k in ks]
+    return torch.stack(corrs, dim=1).clamp(min=0)
+
+
 def cross_scale_correlation(fq: Tensor, fk: Tensor, scales: Sequence[float], convs: Sequence[nn.Module],
                             eps: float = CORRELATION_EPS) -> Tensor:
     """The (B, S², Hq, Wq, Hk, Wk) non-negative cross-scale correlation of two stage-3 maps."""
     if fq.dim() != 4 or fk.dim() != 4 or fq.shape[:2] != fk.shape[:2]:
         raise InputError(f"CVNet re-rank: feature maps must be (B, C, H, W) with equal B and C, got "
                          f"{tuple(fq.shape)} and {tuple(fk.shape)}")
-    hq, wq = fq.shape[-2:]
-    hk, wk = fk.shape[-2:]
-
-    def pyramid(f: Tensor) -> list[Tensor]:
-        h, w = f.shape[-2:]
-        return [conv(F.interpolate(f, pyramid_size(h, w, s), mode="bilinear", align_corners=True))
-                for s, conv in zip(scales, convs)]
-
-    qs, ks = pyramid(fq), pyramid(fk)
-    corrs = [resize4d(cosine_correlation(q, k, eps), (hq, wq, hk, wk)) for q in qs for k in ks]
-    return torch.stack(corrs, dim=1).clamp(min=0)
+    size = (*fq.shape[-2:], *fk.shape[-2:])
+    return correlate_pyramids(feature_pyramid(fq, scales, convs), feature_pyramid(fk, scales, convs), size, eps)
 
 
 class Conv4dNormAct(nn.Module):
@@ -149,6 +161,14 @@ class CVReranker(nn.Module):
 
     def correlation(self, fq: Tensor, fk: Tensor) -> Tensor:
         return cross_scale_correlation(fq, fk, self.scales, self.scale_convs)
+
+    def pyramid(self, f: Tensor) -> list[Tensor]:
+        """One side's convolved pyramid (what :meth:`score_pyramids` takes; compute a query's once)."""
+        return feature_pyramid(f, self.scales, self.scale_convs)
+
+    def score_pyramids(self, qs: Sequence[Tensor], ks: Sequence[Tensor], size: Sequence[int]) -> Tensor:
+        """(B,) match probabilities from two pyramids; ``size`` = (Hq, Wq, Hk, Wk) of the scale-1 maps."""
+        return torch.softmax(self.learner(correlate_pyramids(qs, ks, size)), dim=1)[:, 1]
 
     def logits(self, fq: Tensor, fk: Tensor) -> Tensor:
         return self.learner(self.correlation(fq, fk))

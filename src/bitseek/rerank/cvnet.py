@@ -1,0 +1,104 @@
+"""CVNet re-ranking over cached stage-3 maps: pairs batched, the query side computed once.
+
+The official test recomputes the backbone for every (query, candidate) pair. Here the database's
+``CVNet.rerank_features`` maps come from a cache (fp16 rows are enough), and each query costs
+
+* its own pyramid (resize + 3x3 conv per scale) once, and
+* per batch of candidates whose maps share a shape: their pyramids, the 9 correlations against the
+  broadcast query pyramid, the 4D-conv learner -- a single forward for the whole batch.
+
+Candidates of different map sizes (portrait/landscape photos) go into different batches, since
+the correlation tensor's shape is the map shape. A batch is also capped by ``memory_budget`` (bytes
+of one batch's correlation tensor), so a CPU run does not swap. Scores stay on the model's device
+until the query is done: one host copy per query, none per pair.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bitseek.errors import ConfigError, InputError
+from bitseek.registry import RERANKERS
+from bitseek.rerank.base import MapSource, RerankInputs, ScoringReranker
+from bitseek.rerank.fusion import FUSION_WEIGHT
+
+__all__ = ["CVNetReranker", "build_cvnet_reranker", "map_tensor"]
+
+DEFAULT_BATCH = 8
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of correlation tensor per batch
+
+
+def map_tensor(m: Any, where: str) -> Tensor:
+    """One cached map as a (1, C, H, W) tensor (numpy, memmap or torch; (C, H, W) or (1, C, H, W))."""
+    t = m if isinstance(m, Tensor) else torch.from_numpy(np.array(m, copy=True))
+    if t.dim() == 3:
+        t = t.unsqueeze(0)
+    if t.dim() != 4 or t.shape[0] != 1 or not t.is_floating_point():
+        raise InputError(f"{where}: a re-rank map must be a float (C, H, W) array, got {t.dtype} {tuple(t.shape)}")
+    return t
+
+
+class CVNetReranker(ScoringReranker):
+    """Scores (query, candidate) pairs with a CVNet model from cached query and database maps."""
+
+    name = "cvnet"
+
+    def __init__(self, model: Any, query_maps: MapSource, db_maps: MapSource, *, batch_size: int = DEFAULT_BATCH,
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, weight: float = FUSION_WEIGHT) -> None:
+        if not hasattr(model, "rerank") or not hasattr(model.rerank, "score_pyramids"):
+            raise ConfigError(f"re-ranker 'cvnet' needs a CVNet model, got {type(model).__name__}")
+        if batch_size < 1 or memory_budget < 1:
+            raise ConfigError(f"cvnet re-ranker: batch_size and memory_budget must be positive, got "
+                              f"{batch_size} and {memory_budget}")
+        self.model = model
+        self.query_maps = query_maps
+        self.db_maps = db_maps
+        self.batch_size = int(batch_size)
+        self.memory_budget = int(memory_budget)
+        self.weight = float(weight)
+        p = next(model.rerank.parameters())
+        self.device, self.dtype = p.device, p.dtype
+
+    def _load(self, source: MapSource, i: int, where: str) -> Tensor:
+        if not 0 <= int(i) < len(source):
+            raise InputError(f"{where}: index {int(i)} out of range for {len(source)} maps")
+        return map_tensor(source[int(i)], f"{where}[{int(i)}]")
+
+    @torch.inference_mode()
+    def score_tensor(self, query: int, candidates: np.ndarray) -> Tensor:
+        """(K,) match probabilities on the model's device (no host sync)."""
+        fq = self._load(self.query_maps, query, "query_maps").to(self.device, self.dtype, non_blocking=True)
+        qp = self.model.rerank.pyramid(fq)
+        hq, wq = fq.shape[-2:]
+        groups: dict[tuple[int, ...], list[tuple[int, Tensor]]] = defaultdict(list)
+        for j, c in enumerate(np.asarray(candidates, dtype=np.int64)):
+            fk = self._load(self.db_maps, c, "db_maps")
+            if fk.shape[1] != fq.shape[1]:
+                raise InputError(f"db_maps[{int(c)}]: {fk.shape[1]} channels, the query map has {fq.shape[1]}")
+            groups[tuple(fk.shape[-2:])].append((j, fk))
+        out = torch.empty(len(candidates), device=self.device, dtype=self.dtype)
+        for (hk, wk), items in groups.items():
+            per_pair = len(self.model.rerank.scales) ** 2 * hq * wq * hk * wk * fq.element_size() * 3
+            step = max(1, min(self.batch_size, self.memory_budget // max(per_pair, 1)))
+            for s in range(0, len(items), step):
+                chunk = items[s: s + step]
+                fk = torch.cat([t for _, t in chunk]).to(self.device, self.dtype, non_blocking=True)
+                scores = self.model.rerank.score_pyramids(qp, self.model.rerank.pyramid(fk), (hq, wq, hk, wk))
+                idx = torch.as_tensor([j for j, _ in chunk], device=self.device)
+                out[idx] = scores
+        return out
+
+    def score(self, query: int, candidates: np.ndarray) -> np.ndarray:
+        return self.score_tensor(query, candidates).double().cpu().numpy()
+
+
+@RERANKERS.register("cvnet")
+def build_cvnet_reranker(inputs: RerankInputs, **options: Any) -> CVNetReranker:
+    """CVNet correlation verification over cached stage-3 maps (sim + 0.5 x match probability)."""
+    model, qm, dm = inputs.need("cvnet", "model", "query_maps", "db_maps")
+    return CVNetReranker(model, qm, dm, **options)
