@@ -18,7 +18,7 @@ cv2 = pytest.importorskip("cv2", reason="the CVNet protocol needs opencv-python-
 from bitseek.data.revisited import read_bgr  # noqa: E402
 from bitseek.encode.multiscale import (BGR_MEAN, BGR_STD, DEFAULT_SCALES, MultiScaleImages,  # noqa: E402
                                        aggregate_scales, crop_to_box, multiscale_descriptors, normalise_bgr,
-                                       resize_scale)
+                                       rerank_maps, resize_scale)
 from bitseek.errors import ConfigError, InputError  # noqa: E402
 
 # ----------------------------------------------------------------------------- reference port
@@ -168,19 +168,16 @@ def test_multiscale_descriptors_equal_the_official_extract_feature(jpgs):
     model = TinyGlobal()
     boxes = [[1.9, 2.9, 30.1, 25.8], None, [0, 0, 41, 41]]
     ds = MultiScaleImages(lambda i: read_bgr(jpgs[i]), 3, DEFAULT_SCALES, boxes=boxes)
-    got, maps = multiscale_descriptors(model, ds, maps=True)
+    got = multiscale_descriptors(model, ds)
+    maps = rerank_maps(model, ds)
     want = ref_extract(model, [ref_items(p, DEFAULT_SCALES, b) for p, b in zip(jpgs, boxes)])
     assert np.array_equal(got, want)
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0)
-    assert maps is not None and [m.shape[1:] for m in maps] == [
+    assert [m.shape[1:] for m in maps] == [
         tuple(model.rerank_features(x.unsqueeze(0)).shape[2:]) for x in (ds[0][1], ds[1][1], ds[2][1])]
     assert all(m.dtype == np.float16 for m in maps)
+    full = [model.rerank_features(x[1].unsqueeze(0))[0].detach().numpy() for x in (ds[0], ds[1], ds[2])]
+    assert all(np.array_equal(m, f.astype(np.float16)) for m, f in zip(maps, full))
     # any subset of rows gives the same rows (what a resumed, chunked extraction relies on)
-    part, _ = multiscale_descriptors(model, ds, rows=[2, 0])
+    part = multiscale_descriptors(model, ds, rows=[2, 0])
     assert np.array_equal(part, got[[2, 0]])
-
-
-def test_maps_need_scale_one(jpgs):
-    ds = MultiScaleImages(lambda i: read_bgr(jpgs[i]), 1, (0.5, 2.0))
-    with pytest.raises(ConfigError, match="scale 1.0"):
-        multiscale_descriptors(TinyGlobal(), ds, maps=True)

@@ -31,7 +31,7 @@ from bitseek.errors import ConfigError, InputError
 
 __all__ = ["BGR_MEAN", "BGR_STD", "CROP_RULES", "DEFAULT_SCALES", "MultiScaleImages", "aggregate_scales",
            "check_scales", "crop_to_box", "import_cv2", "multiscale_descriptors", "normalise_bgr", "pyramid",
-           "resize_scale"]
+           "rerank_maps", "resize_scale"]
 
 #: ImageNet statistics in BGR order (the official ``_MEAN``/``_SD``).
 BGR_MEAN = (0.406, 0.456, 0.485)
@@ -167,42 +167,41 @@ def _items(images: MultiScaleImages, rows: Sequence[int], num_workers: int) -> I
 
 @torch.no_grad()
 def multiscale_descriptors(model: Any, images: MultiScaleImages, rows: Sequence[int] | None = None, *,
-                           device: torch.device | str = "cpu", maps: bool = False, num_workers: int = 0,
-                           progress: Any = None) -> tuple[np.ndarray, list[np.ndarray] | None]:
-    """Multi-scale global descriptors of ``rows`` (all by default), one image at a time as the official test.
-
-    Returns ``(float32 (n, D) descriptors, maps)``; with ``maps`` also each image's re-rank map
-    (``model.rerank_features`` of the unscaled image, (1024, h, w) float16), which is what the
-    CVNet re-ranker reads back. Descriptors stay on the device until the end.
-    """
+                           device: torch.device | str = "cpu", num_workers: int = 0,
+                           progress: Any = None) -> np.ndarray:
+    """float32 (n, D) multi-scale global descriptors of ``rows`` (all by default), one image at a time
+    as the official test (batch 1: the images differ in size). They stay on the device until the end."""
     dev = torch.device(device)
     rows = range(len(images)) if rows is None else rows
-    if 1.0 not in images.scales and maps:
-        raise ConfigError("re-rank maps are taken at scale 1.0; add it to TEST.SCALE_LIST")
     descs: list[torch.Tensor] = []
-    out_maps: list[np.ndarray] | None = [] if maps else None
     with _no_cudnn_benchmark():
-        _run(model, images, rows, dev, num_workers, descs, out_maps, progress)
+        for xs in _items(images, rows, num_workers):
+            descs.append(aggregate_scales([model.global_descriptor(x.unsqueeze(0).to(dev)) for x in xs]))
+            if progress is not None:
+                progress.update(1)
     if not descs:
-        return np.zeros((0, getattr(model, "dim", 0)), np.float32), out_maps
+        return np.zeros((0, int(getattr(model, "dim", 0))), np.float32)
     x = torch.cat(descs).float().cpu().numpy()
     if not np.isfinite(x).all():
         raise InputError(f"{type(model).__name__}: non-finite global descriptors")
-    return x, out_maps
+    return x
 
 
-def _run(model: Any, images: MultiScaleImages, rows: Sequence[int], dev: torch.device, num_workers: int,
-         descs: list[torch.Tensor], out_maps: list[np.ndarray] | None, progress: Any) -> None:
-    for xs in _items(images, rows, num_workers):
-        per_scale = []
-        for s, x in zip(images.scales, xs):
-            xb = x.unsqueeze(0).to(dev)
-            per_scale.append(model.global_descriptor(xb))
-            if out_maps is not None and s == 1.0:
-                out_maps.append(model.rerank_features(xb)[0].to(torch.float16).cpu().numpy())
-        descs.append(aggregate_scales(per_scale))
-        if progress is not None:
-            progress.update(1)
+@torch.no_grad()
+def rerank_maps(model: Any, images: MultiScaleImages, rows: Sequence[int] | None = None, *,
+                device: torch.device | str = "cpu", num_workers: int = 0, progress: Any = None) -> list[np.ndarray]:
+    """Each image's re-rank map, ``model.rerank_features`` of the unscaled (cropped) image, as
+    (1024, h, w) float16: what the CVNet re-ranker reads back (the official re-rank uses scale 1 only)."""
+    dev = torch.device(device)
+    one = MultiScaleImages(images.loader, len(images), (1.0,), images.boxes, images.crop)
+    rows = range(len(one)) if rows is None else rows
+    out: list[np.ndarray] = []
+    with _no_cudnn_benchmark():
+        for (x,) in _items(one, rows, num_workers):
+            out.append(model.rerank_features(x.unsqueeze(0).to(dev))[0].to(torch.float16).cpu().numpy())
+            if progress is not None:
+                progress.update(1)
+    return out
 
 
 @contextlib.contextmanager
