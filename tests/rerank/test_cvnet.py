@@ -8,7 +8,14 @@ import torch
 
 from bitseek.errors import ConfigError, InputError
 from bitseek.registry import MODELS, RERANKERS
-from bitseek.rerank import CVNetReranker, RerankInputs, build_reranker, fuse, ranked_scores, rerank_ranks
+from bitseek.rerank import (
+    CVNetReranker,
+    RerankInputs,
+    build_reranker,
+    fuse,
+    ranked_scores,
+    rerank_ranks,
+)
 
 torch.set_num_threads(1)
 

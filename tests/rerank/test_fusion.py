@@ -7,8 +7,17 @@ import pytest
 
 from bitseek.errors import ConfigError, InputError
 from bitseek.eval.revisited import evaluate
-from bitseek.rerank import (SHORTLIST_MODES, Reranked, Reranker, ScoringReranker, fuse, ranked_scores,
-                            rerank_ranks, shortlists, write_back)
+from bitseek.rerank import (
+    SHORTLIST_MODES,
+    Reranked,
+    Reranker,
+    ScoringReranker,
+    fuse,
+    ranked_scores,
+    rerank_ranks,
+    shortlists,
+    write_back,
+)
 
 
 class TableReranker(ScoringReranker):

@@ -15,22 +15,44 @@ Call signature (what ``bitseek retrieval test --rerank NAME`` does)::
   (see :mod:`bitseek.rerank.base`).
 """
 
-from bitseek.rerank.base import MapSource, Reranked, Reranker, RerankInputs, ScoringReranker, build_reranker
-from bitseek.rerank.fusion import FUSION_WEIGHT, RerankResult, fuse, ranked_scores, rerank_ranks, write_back
-from bitseek.rerank.shortlist import DEFAULT_K, SHORTLIST_MODES, shortlist_positions, shortlists
-from bitseek.rerank.cvnet import CVNetReranker  # noqa: E402  (registers "cvnet")
+from bitseek.rerank.base import (
+    MapSource,
+    Reranked,
+    Reranker,
+    RerankInputs,
+    ScoringReranker,
+    build_reranker,
+)
+from bitseek.rerank.binary import binary_first_stage, binary_stage_cost
+from bitseek.rerank.cvnet import CVNetReranker
+from bitseek.rerank.fusion import (
+    FUSION_WEIGHT,
+    RerankResult,
+    fuse,
+    ranked_scores,
+    rerank_ranks,
+    write_back,
+)
+from bitseek.rerank.shortlist import (
+    DEFAULT_K,
+    SHORTLIST_MODES,
+    shortlist_positions,
+    shortlists,
+)
 
 __all__ = [
-    "CVNetReranker",
     "DEFAULT_K",
     "FUSION_WEIGHT",
     "SHORTLIST_MODES",
+    "CVNetReranker",
     "MapSource",
     "RerankInputs",
     "RerankResult",
     "Reranked",
     "Reranker",
     "ScoringReranker",
+    "binary_first_stage",
+    "binary_stage_cost",
     "build_reranker",
     "fuse",
     "ranked_scores",

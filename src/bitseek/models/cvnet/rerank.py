@@ -18,7 +18,7 @@ last stage-3 block *before* its ReLU:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +33,8 @@ __all__ = [
     "CVReranker",
     "Conv4dNormAct",
     "CorrelationLearner",
-    "cosine_correlation",
     "correlate_pyramids",
+    "cosine_correlation",
     "cross_scale_correlation",
     "feature_pyramid",
     "pyramid_size",
