@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     index_commands.register(sub)  # index, search
 
+    from bitseek.cli import data as data_commands
+
+    data_commands.register(sub)  # data landmarks
+
     sp = add("convert", cmd_convert, "import an official released checkpoint into a bitseek one (`bitseek list converters`)")
     which = sp.add_mutually_exclusive_group(required=True)
     which.add_argument("--config", "--cfg", dest="config",
