@@ -32,7 +32,23 @@ def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
 
 
-class BasicBlock(nn.Module):
+def _act(relu: nn.Module, x: Tensor, floor: float) -> Tensor:
+    """ReLU, or with ``floor > 0`` SuperGlobal's ReLU+ ``max(x, floor)``; floor 0 runs the very same op."""
+    return relu(x) if floor == 0.0 else x.clamp(min=floor)
+
+
+class _Block(nn.Module):
+    """Activation floors of a residual block (0 = ReLU), set by ``ResNet.set_activation_floor``; not weights."""
+
+    out_floor: float = 0.0  # the block's final activation
+    inner_floor: float = 0.0  # the activations inside the residual branch
+
+    def activate(self, pre: Tensor) -> Tensor:
+        """The block's final activation, not in place (``pre`` stays a valid pre-activation tap)."""
+        return torch.relu(pre) if self.out_floor == 0.0 else pre.clamp(min=self.out_floor)
+
+
+class BasicBlock(_Block):
     """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut: ResNet-18/34."""
 
     expansion = 1
@@ -49,15 +65,15 @@ class BasicBlock(nn.Module):
     def forward_pre_act(self, x: Tensor) -> Tensor:
         """The residual sum, before the block's final ReLU."""
         idt = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = _act(self.relu, self.bn1(self.conv1(x)), self.inner_floor)
         out = self.bn2(self.conv2(out))
         return out + idt
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.forward_pre_act(x))
+        return _act(self.relu, self.forward_pre_act(x), self.out_floor)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     """1x1 -> 3x3 (strided, "ResNet v1.5" as torchvision) -> 1x1 x4: ResNet-50/101."""
 
     expansion = 4
@@ -76,13 +92,13 @@ class Bottleneck(nn.Module):
     def forward_pre_act(self, x: Tensor) -> Tensor:
         """The residual sum, before the block's final ReLU (may be negative)."""
         idt = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = _act(self.relu, self.bn1(self.conv1(x)), self.inner_floor)
+        out = _act(self.relu, self.bn2(self.conv2(out)), self.inner_floor)
         out = self.bn3(self.conv3(out))
         return out + idt
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.forward_pre_act(x))
+        return _act(self.relu, self.forward_pre_act(x), self.out_floor)
 
 
 def _conv_out(n: int, kernel: int, stride: int, padding: int) -> int:
@@ -147,6 +163,25 @@ class ResNet(Backbone):
         mods += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*mods)
 
+    def set_activation_floor(self, floor: float, stages: Sequence[int] = (1, 2, 3),
+                             inner_stages: Sequence[int] = (1,)) -> None:
+        """Clamp at ``floor`` instead of 0 (SuperGlobal's ReLU+; 0 restores plain ReLU).
+
+        ``stages``: whose blocks' output activations change; ``inner_stages``: whose blocks' inner
+        ReLUs (after the first one or two convs) change too. The stem's ReLU never changes. SuperGlobal
+        uses floor 0.014 on the outputs of every block of stages 1-3 and the inner ReLUs of stage 1.
+        Not part of the weights: the model's config sets it after construction."""
+        floor = float(floor)
+        if not floor >= 0.0:
+            raise ConfigError(f"ResNet: activation floor must be >= 0, got {floor}")
+        for name, which in (("stages", stages), ("inner_stages", inner_stages)):
+            if not set(which) <= {1, 2, 3, 4}:
+                raise ConfigError(f"ResNet: {name} must be stage numbers 1-4, got {list(which)}")
+        for i, stage in enumerate(self.stages, 1):
+            for blk in stage:
+                blk.out_floor = floor if i in stages else 0.0
+                blk.inner_floor = floor if i in inner_stages else 0.0
+
     @property
     def stages(self) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential, nn.Sequential]:
         return (self.layer1, self.layer2, self.layer3, self.layer4)
@@ -169,7 +204,7 @@ class ResNet(Backbone):
                 for blk in stage[:-1]:
                     x = blk(x)
                 got[i] = stage[-1].forward_pre_act(x)
-                x = torch.relu(got[i])  # not in place: the pre-activation map is returned
+                x = stage[-1].activate(got[i])  # not in place: the pre-activation map is returned
             else:
                 x = got[i] = stage(x)
         return [got[i] for i in idx]

@@ -11,11 +11,19 @@ One ResNet-50/101 (torchvision layout, the shared backbone module) serves both h
 Inputs are already normalised images, (B, 3, H, W) float; the test-time protocol (BGR order, scales,
 crops) belongs to the data side. The authors' ``.pyth`` files load with
 :func:`bitseek.models.convert.load_official`; see ``docs/cvnet.md``.
+
+SuperGlobal (Shao et al., ICCV 2023) changes only the global half, without training; each piece is a
+config switch, all off by default (plain CVNet): ``relup`` (ReLU+ in the backbone), ``rgem``
+(regional GeM on the stage-4 map), ``gemp`` (GeM with a fixed p = 4.6 in place of the learned one),
+``prefc_l2`` (L2 before the whitening FC, which SuperGlobal's head always does) and
+``scale_combine="max"`` (max over scales, :func:`combine_scales`).
+:func:`superglobal_config` switches on what the official SuperGlobal test runs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +35,16 @@ from bitseek.models.base import Embedder
 from bitseek.models.cvnet.rerank import CVReranker
 from bitseek.registry import register_model
 
-__all__ = ["CVNet", "CVNetConfig", "GeM", "build_cvnet"]
+__all__ = ["CVNet", "CVNetConfig", "GeM", "SCALE_COMBINE", "build_cvnet", "combine_scales", "gem",
+           "regional_gem", "superglobal_config"]
 
 DEPTHS = (50, 101)
 STAGE3_CHANNELS = 1024
 STAGE4_CHANNELS = 2048
+SCALE_COMBINE = ("mean", "max")
+# SuperGlobal's ReLU+ (official ``relup``): where the clamp moves from 0 to ``relup_floor``.
+RELUP_STAGES = (1, 2, 3)  # every block's output activation in stages 1-3 (stage 4 and the stem keep ReLU)
+RELUP_INNER_STAGES = (1,)  # plus the two ReLUs inside the stage-1 blocks' residual branch
 
 
 @dataclass
@@ -44,6 +57,16 @@ class CVNetConfig:
     gem_p: float = 3.0  # initial GeM exponent (learnable; a checkpoint carries the trained value)
     rerank_scales: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # pyramid area factors
     rerank_dim: int = 256  # channels of each pyramid level after its 3x3 conv
+    # SuperGlobal's training-free options (all off = CVNet's own numbers).
+    gemp: bool = False  # GeM with the fixed exponent gemp_p (clamp 1e-8) instead of the learned pool.p
+    gemp_p: float = 4.6
+    rgem: bool = False  # regional GeM on the stage-4 map: 0.5 x local GeM (rgem_p, rgem_size window) + 0.5 x map
+    rgem_p: float = 2.5
+    rgem_size: int = 5
+    relup: bool = False  # ReLU+ : clamp at relup_floor (stage 1-3 block outputs, stage-1 inner ReLUs)
+    relup_floor: float = 0.014
+    prefc_l2: bool = False  # L2-normalise the pooled vector before the whitening FC (SuperGlobal's head)
+    scale_combine: str = "mean"  # multi-scale descriptors: "mean" (CVNet) | "max" (SuperGlobal's scale-GeM, p=inf)
 
     def __post_init__(self) -> None:
         if self.depth not in DEPTHS:
@@ -55,6 +78,24 @@ class CVNetConfig:
             raise ConfigError(f"model.gem_p must be positive, got {self.gem_p}")
         if not self.rerank_scales or min(self.rerank_scales) <= 0:
             raise ConfigError(f"model.rerank_scales must be positive area factors, got {list(self.rerank_scales)}")
+        if self.gemp_p <= 0 or self.rgem_p <= 0:
+            raise ConfigError(f"model.gemp_p and model.rgem_p must be positive, got {self.gemp_p} and {self.rgem_p}")
+        if self.rgem_size < 1 or self.rgem_size % 2 == 0:
+            raise ConfigError(f"model.rgem_size must be an odd window size >= 1, got {self.rgem_size}")
+        if not self.relup_floor >= 0:
+            raise ConfigError(f"model.relup_floor must be >= 0, got {self.relup_floor}")
+        if self.scale_combine not in SCALE_COMBINE:
+            raise ConfigError(f"model.scale_combine must be one of {list(SCALE_COMBINE)}, got {self.scale_combine!r}")
+
+
+def superglobal_config(depth: int = 50, *, gemp: bool = True, rgem: bool = True, sgem: bool = True,
+                       relup: bool = True, **overrides: Any) -> CVNetConfig:
+    """The CVNet config with SuperGlobal's switches as its official test names them (``SupG.*``).
+
+    ``prefc_l2`` is on whatever the switches say: the official SuperGlobal head always L2-normalises
+    before the FC. ``sgem`` is the max over scales (off: the mean)."""
+    return CVNetConfig(depth=depth, gemp=gemp, rgem=rgem, relup=relup, prefc_l2=True,
+                       scale_combine="max" if sgem else "mean", **overrides)
 
 
 class GeM(nn.Module):
@@ -69,6 +110,41 @@ class GeM(nn.Module):
         return F.adaptive_avg_pool2d(x.clamp(min=self.eps).pow(self.p), 1).pow(1.0 / self.p).flatten(1)
 
 
+def gem(x: Tensor, p: float, eps: float = 1e-8) -> Tensor:
+    """(B, C, H, W) -> (B, C): GeM with a fixed exponent, ``mean(clamp(x, eps)^p)^(1/p)`` (SuperGlobal's GeM+)."""
+    return x.clamp(min=eps).pow(p).flatten(2).mean(dim=2).pow(1.0 / p)
+
+
+def regional_gem(x: Tensor, p: float = 2.5, size: int = 5) -> Tensor:
+    """SuperGlobal's regional GeM: ``0.5 * local GeM + 0.5 * x``, same shape as ``x``.
+
+    The local GeM is ``mean(x^p)^(1/p)`` over a ``size x size`` window at stride 1 on the
+    reflection-padded map (what the official ``LPPool2d`` of ``x / size^(2/p)`` computes). ``x`` is a
+    post-activation map (>= 0); reflection needs a map larger than ``size // 2`` on each side."""
+    pad = size // 2
+    if pad and min(x.shape[-2:]) <= pad:
+        raise InputError(f"regional GeM (model.rgem) needs a stage-4 map larger than {pad}x{pad}, got "
+                         f"{tuple(x.shape[-2:])}: use images of at least {32 * pad + 1} px per side or model.rgem=false")
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad else x
+    local = F.avg_pool2d(padded.pow(p), size, stride=1).pow(1.0 / p)
+    return 0.5 * local + 0.5 * x
+
+
+def combine_scales(descriptors: Tensor | Sequence[Tensor], mode: str = "mean") -> Tensor:
+    """Per-scale L2-normalised descriptors, (S, B, D) or S tensors (B, D) -> (B, D) L2-normalised.
+
+    ``mean``: CVNet's test (mean of the normalised descriptors, normalised again). ``max``:
+    SuperGlobal's scale-GeM at p = infinity (element-wise max over scales, normalised)."""
+    d = descriptors if isinstance(descriptors, Tensor) else torch.stack(list(descriptors), 0)
+    if d.dim() != 3 or d.shape[0] < 1:
+        raise InputError(f"combine_scales: need (scales, B, D) descriptors, got {tuple(d.shape)}")
+    if mode == "mean":
+        return F.normalize(d.mean(dim=0), dim=-1)
+    if mode == "max":
+        return F.normalize(d.max(dim=0).values, dim=-1)
+    raise ConfigError(f"scale combination must be one of {list(SCALE_COMBINE)}, got {mode!r}")
+
+
 class CVNet(Embedder):
     """CVNet's global and re-rank networks on one shared ResNet."""
 
@@ -80,12 +156,26 @@ class CVNet(Embedder):
         self.whiten = nn.Linear(STAGE4_CHANNELS, cfg.reduction_dim, bias=True)
         self.rerank = CVReranker(STAGE3_CHANNELS, cfg.rerank_dim, cfg.rerank_scales)
         self.dim = self.embed_dim = cfg.reduction_dim  # width of embed()'s rows
+        if cfg.relup:
+            self.backbone.set_activation_floor(cfg.relup_floor, RELUP_STAGES, RELUP_INNER_STAGES)
 
     # ------------------------------------------------------------------ global
     def global_descriptor(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) normalised images -> (B, reduction_dim) L2-normalised descriptors."""
+        """(B, 3, H, W) normalised images -> (B, reduction_dim) L2-normalised descriptors (one scale)."""
         (f4,) = self.backbone.forward_intermediates(_images(x), (4,))
-        return F.normalize(self.whiten(self.pool(f4)), dim=1)
+        cfg = self.cfg
+        if not (cfg.rgem or cfg.gemp or cfg.prefc_l2):
+            return F.normalize(self.whiten(self.pool(f4)), dim=1)
+        if cfg.rgem:
+            f4 = regional_gem(f4, cfg.rgem_p, cfg.rgem_size)
+        pooled = gem(f4, cfg.gemp_p) if cfg.gemp else self.pool(f4)
+        if cfg.prefc_l2:
+            pooled = F.normalize(pooled, dim=1)
+        return F.normalize(self.whiten(pooled), dim=1)
+
+    def combine_scales(self, descriptors: Tensor | Sequence[Tensor]) -> Tensor:
+        """Per-scale :meth:`global_descriptor` outputs -> one descriptor, by ``cfg.scale_combine``."""
+        return combine_scales(descriptors, self.cfg.scale_combine)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.global_descriptor(x)
