@@ -39,6 +39,7 @@ from bitseek.rerank.shortlist import (
     shortlist_positions,
     shortlists,
 )
+from bitseek.rerank.superglobal import SuperGlobalReranker, superglobal_ranks
 
 __all__ = [
     "DEFAULT_K",
@@ -51,6 +52,7 @@ __all__ = [
     "Reranked",
     "Reranker",
     "ScoringReranker",
+    "SuperGlobalReranker",
     "binary_first_stage",
     "binary_stage_cost",
     "build_reranker",
@@ -59,5 +61,6 @@ __all__ = [
     "rerank_ranks",
     "shortlist_positions",
     "shortlists",
+    "superglobal_ranks",
     "write_back",
 ]
