@@ -151,17 +151,22 @@ def test_regional_gem_against_a_loop_with_explicit_reflection() -> None:
 
 
 def test_combine_scales_mean_and_max() -> None:
-    d = F.normalize(torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64), dim=-1)
-    dn = d.numpy()
+    raw = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    dn = raw.numpy() / np.linalg.norm(raw.numpy(), axis=-1, keepdims=True)  # each scale normalised first
     mean = dn.mean(0)
     mx = dn.max(0)
-    np.testing.assert_allclose(combine_scales(d, "mean").numpy(), mean / np.linalg.norm(mean, axis=1, keepdims=True))
-    np.testing.assert_allclose(combine_scales(list(d), "max").numpy(), mx / np.linalg.norm(mx, axis=1, keepdims=True))
-    assert not np.allclose(combine_scales(d, "mean").numpy(), combine_scales(d, "max").numpy())
+    np.testing.assert_allclose(combine_scales(raw, "mean").numpy(), mean / np.linalg.norm(mean, axis=1, keepdims=True))
+    np.testing.assert_allclose(combine_scales(list(raw), "max").numpy(), mx / np.linalg.norm(mx, axis=1, keepdims=True))
+    assert not np.allclose(combine_scales(raw, "mean").numpy(), combine_scales(raw, "max").numpy())
     with pytest.raises(ConfigError, match="scale combination"):
-        combine_scales(d, "median")
+        combine_scales(raw, "median")
+    with pytest.raises(InputError, match="per scale"):
+        combine_scales(raw[0], "mean")
     model = MODELS.create(superglobal_config(50))
-    assert torch.equal(model.combine_scales(d), combine_scales(d, "max"))
+    assert torch.equal(model.combine_scales(raw), combine_scales(raw, "max"))
+    # "mean" is the protocol's aggregation bit for bit
+    from bitseek.encode.multiscale import aggregate_scales
+    assert torch.equal(combine_scales(list(raw.float()), "mean"), aggregate_scales(list(raw.float())))
 
 
 def _head(model: CVNet, r50: torch.nn.Module) -> CVNet:

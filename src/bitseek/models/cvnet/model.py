@@ -131,18 +131,21 @@ def regional_gem(x: Tensor, p: float = 2.5, size: int = 5) -> Tensor:
 
 
 def combine_scales(descriptors: Tensor | Sequence[Tensor], mode: str = "mean") -> Tensor:
-    """Per-scale L2-normalised descriptors, (S, B, D) or S tensors (B, D) -> (B, D) L2-normalised.
+    """Per-scale descriptors, (S, B, D) or S tensors (B, D) -> (B, D) L2-normalised.
 
-    ``mean``: CVNet's test (mean of the normalised descriptors, normalised again). ``max``:
-    SuperGlobal's scale-GeM at p = infinity (element-wise max over scales, normalised)."""
-    d = descriptors if isinstance(descriptors, Tensor) else torch.stack(list(descriptors), 0)
-    if d.dim() != 3 or d.shape[0] < 1:
-        raise InputError(f"combine_scales: need (scales, B, D) descriptors, got {tuple(d.shape)}")
+    Each scale is L2-normalised first (a no-op up to rounding for :meth:`CVNet.global_descriptor`'s
+    rows), then ``mean``: CVNet's test (the mean, normalised again), or ``max``: SuperGlobal's
+    scale-GeM at p = infinity (element-wise max over scales, normalised)."""
+    if mode not in SCALE_COMBINE:
+        raise ConfigError(f"scale combination must be one of {list(SCALE_COMBINE)}, got {mode!r}")
+    per = list(descriptors.unbind(0)) if isinstance(descriptors, Tensor) else list(descriptors)
+    if not per or any(t.dim() != 2 for t in per):
+        raise InputError(f"combine_scales: need one (B, D) descriptor per scale, got "
+                         f"{[tuple(t.shape) for t in per]}")
+    d = torch.stack([F.normalize(t, p=2, dim=1) for t in per])
     if mode == "mean":
-        return F.normalize(d.mean(dim=0), dim=-1)
-    if mode == "max":
-        return F.normalize(d.max(dim=0).values, dim=-1)
-    raise ConfigError(f"scale combination must be one of {list(SCALE_COMBINE)}, got {mode!r}")
+        return F.normalize(d.mean(dim=0), p=2, dim=1)
+    return F.normalize(d.max(dim=0).values, p=2, dim=1)
 
 
 class CVNet(Embedder):
