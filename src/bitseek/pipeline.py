@@ -34,6 +34,7 @@ from bitseek.models.base import OutputKind, output_kind
 from bitseek.models.spec import resolve_input_spec
 from bitseek.registry import create_model
 from bitseek.train import checkpoint as ckpt
+from bitseek.train import dist
 from bitseek.train.engine import Trainer, iterate_batches, seed_everything
 
 log = logging.getLogger(__name__)
@@ -72,16 +73,20 @@ def train(cfg: ExperimentConfig, data: RetrievalData | None = None) -> tuple[Any
     model = create_model(cfg.model)
     if is_engine_trained(model):
         Trainer(model, cfg, data).fit()
-    else:
-        ckpt.check_run_folder(cfg.to_dict(), cfg.out_dir)  # never refit over a different run
-        t0 = time.perf_counter()
-        model.fit(collect_features(data.train))
-        cfg.out_dir.mkdir(parents=True, exist_ok=True)
-        save_resolved(cfg, cfg.out_dir)
-        ckpt.save_model(cfg.out_dir / "model", model, model.cfg)
-        # The engine's DONE schema ({"epochs", "steps"}): a closed-form fit is one pass.
-        done = {"epochs": 1, "steps": 1, "fit_seconds": round(time.perf_counter() - t0, 3)}
-        atomic_write_text(cfg.out_dir / "DONE", json.dumps(done))
+        return model, data
+    with dist.main_only() as me:  # under torchrun one rank fits and writes; the others wait, then load it
+        if me:
+            ckpt.check_run_folder(cfg.to_dict(), cfg.out_dir)  # never refit over a different run
+            t0 = time.perf_counter()
+            model.fit(collect_features(data.train))
+            cfg.out_dir.mkdir(parents=True, exist_ok=True)
+            save_resolved(cfg, cfg.out_dir)
+            ckpt.save_model(cfg.out_dir / "model", model, model.cfg)
+            # The engine's DONE schema ({"epochs", "steps"}): a closed-form fit is one pass.
+            done = {"epochs": 1, "steps": 1, "fit_seconds": round(time.perf_counter() - t0, 3)}
+            atomic_write_text(cfg.out_dir / "DONE", json.dumps(done))
+    if not dist.is_main():
+        model = ckpt.load_model(cfg.out_dir / "model")
     return model, data
 
 
@@ -271,6 +276,17 @@ def evaluate(cfg: ExperimentConfig, model: Any, data: RetrievalData, out_dir: Pa
 
     Saved code sets keep ternary zeros, so ``bitseek eval-codes`` on them gives the same numbers.
     """
+    if not dist.is_main():  # under torchrun: rank 0 encodes and scores once; `bitseek encode --shard` shards
+        dist.barrier()
+        return []
+    try:
+        return _evaluate(cfg, model, data, out_dir, method)
+    finally:
+        dist.barrier()
+
+
+def _evaluate(cfg: ExperimentConfig, model: Any, data: RetrievalData, out_dir: Path | None,
+              method: str | None) -> list[dict[str, Any]]:
     ev = resolve_eval(cfg.eval, data)
     kind, q, db = extract_splits(model, data, cfg)
     rows = evaluate_outputs(kind, q, None if data.database is None else db, data.relevance, ev,

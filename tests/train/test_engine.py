@@ -200,7 +200,7 @@ def test_epoch_records_are_means_over_the_steps(toy_raw, tmp_path):
 
 
 def test_contiguous_shards_cover_every_item_once_in_order():
-    from bitseek.train.engine import contiguous_shard
+    from bitseek.train.dist import contiguous_shard
 
     for n in (0, 1, 7, 40, 41):
         for world in (1, 2, 3, 8):

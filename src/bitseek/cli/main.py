@@ -37,9 +37,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if fresh != cfg.out_dir:
             print(f"{cfg.out_dir} is taken; training into {fresh}", file=sys.stderr)
         cfg.train.out_dir = str(fresh)
+    from bitseek.train.dist import is_main, process_group
+
     t0 = time.perf_counter()
-    pipeline.train(cfg)
-    print(f"trained {cfg.name} in {time.perf_counter() - t0:.1f}s -> {cfg.out_dir}")
+    with process_group():  # under torchrun: one group for the job, destroyed when training ends
+        pipeline.train(cfg)
+        if is_main():
+            print(f"trained {cfg.name} in {time.perf_counter() - t0:.1f}s -> {cfg.out_dir}")
     return 0
 
 

@@ -21,10 +21,19 @@ class EpochContext:
     WSCH uses it to encode the training set for k-means before each cycle.
     """
 
-    def __init__(self, device: torch.device, make_loader: Any, engine: Any = None) -> None:
+    def __init__(self, device: torch.device, make_loader: Any, engine: Any = None, gather: Any = None) -> None:
         self.device = device
         self._make_loader = make_loader
         self.engine = engine
+        self._gather = gather
+
+    def gather_batches(self, outputs: list[Tensor]) -> list[Tensor]:
+        """Per-batch outputs of an ordered pass (one row per item) -> the global batches' outputs.
+
+        Under DDP each rank ran only its block of every global batch; this returns, on every rank, each
+        global batch's rows in dataset order. One process: the outputs as they are.
+        """
+        return list(outputs) if self._gather is None else self._gather(outputs)
 
     def batches(self, shuffle: bool = False) -> Iterator[dict[str, Tensor]]:
         """Yield training batches already moved to ``device``."""

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from bitseek.errors import ConfigError, InputError
 from bitseek.losses.dcl import dcl_loss
+from bitseek.losses.distributed import gather_pairs
 from bitseek.losses.reconstruction import mse_reconstruction
 from bitseek.models.base import HashModel
 from bitseek.models.layers.binarize import binarize_ste
@@ -244,7 +245,8 @@ class ConMH(HashModel):
         recon = (mse_reconstruction(pred[:b], gather_frames(x, first.masked))
                  + mse_reconstruction(pred[b:], gather_frames(x, second.masked)))
         mean_codes = codes.float().mean(dim=1)
-        contrast = dcl_loss(mean_codes[:b], mean_codes[b:], self.cfg.temperature, self.cfg.tau_plus)
+        # under DDP the negatives are the whole global batch's (identity in one process)
+        contrast = dcl_loss(*gather_pairs(mean_codes[:b], mean_codes[b:]), self.cfg.temperature, self.cfg.tau_plus)
         return {"loss": recon + self.cfg.a * contrast, "recon": recon.detach(), "dcl": contrast.detach()}
 
     @torch.no_grad()

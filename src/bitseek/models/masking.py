@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bitseek.collective import batch_rand
 from bitseek.errors import InputError
 
 
@@ -57,6 +58,8 @@ def _check(batch: int, frames: int, visible: int) -> None:
 def _permutation(batch: int, frames: int, device: torch.device | str | None,
                  generator: torch.Generator | None) -> Tensor:
     """An independent uniform random permutation of ``range(frames)`` per row, made on ``device``."""
+    if generator is None:  # the engine's global-batch stream under DDP; torch.rand otherwise
+        return batch_rand(batch, frames, device=device).argsort(dim=1)
     return torch.rand(batch, frames, device=device, generator=generator).argsort(dim=1)
 
 

@@ -35,9 +35,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bitseek.cluster import kmeans
+from bitseek.collective import is_distributed, rank, shared_generator
 from bitseek.errors import ConfigError, FileFormatError, InputError
 from bitseek.losses.cluster import cluster_assignment_loss
 from bitseek.losses.dcl import dcl_loss
+from bitseek.losses.distributed import gather_pairs
 from bitseek.models.base import EpochContext, HashModel
 from bitseek.models.layers.binarize import binarize_ste
 from bitseek.models.layers.ssd import Mamba2Block
@@ -301,7 +303,7 @@ class WSCH(HashModel):
             out["cluster"] = clus.detach()
             out["loss"] = rec + cfg.a * clus
         else:
-            con = dcl_loss(z1, z2, cfg.temperature, cfg.tau_plus)
+            con = dcl_loss(*gather_pairs(z1, z2), cfg.temperature, cfg.tau_plus)  # global-batch negatives
             out["contrastive"] = con.detach()
             out["loss"] = rec + cfg.b * con
         return out
@@ -318,12 +320,18 @@ class WSCH(HashModel):
         The k-means seed is drawn from torch's global generator, which the engine seeds and
         checkpoints, so the clustering is deterministic given the experiment seed and a resumed run
         repeats it exactly. Warm start from the previous centres when there are any of the same count.
-        Under DDP every rank encodes its shard, rank 0 clusters all codes and broadcasts the centres.
+        Under DDP every rank encodes its block of each global batch; ``ctx.gather_batches`` reassembles
+        the global batches, so k-means sees every item once, in the order one process would give it.
+        Rank 0 clusters and broadcasts the centres.
         """
-        chunks = [self.view_codes(self._check_feats(batch), self.cfg.p1) for batch in ctx.batches(shuffle=False)]
-        local = (torch.cat(chunks) if chunks else self.cluster_centers.new_zeros(0, self.bits)).sign().float()
-        # per batch: view-1 codes then view-2 codes, as the reference collects them
-        codes = _gather_from_ranks(local)  # under DDP each rank encoded only its shard
+        views1, views2 = [], []
+        for batch in ctx.batches(shuffle=False):
+            v = self.view_codes(self._check_feats(batch), self.cfg.p1)
+            views1.append(v[: v.shape[0] // 2])
+            views2.append(v[v.shape[0] // 2:])
+        # per global batch: view-1 codes then view-2 codes, as the reference collects them
+        chunks = [torch.cat([a, b]) for a, b in zip(ctx.gather_batches(views1), ctx.gather_batches(views2))]
+        codes = (torch.cat(chunks) if chunks else self.cluster_centers.new_zeros(0, self.bits)).sign().float()
         if codes.shape[0] == 0:
             raise InputError("WSCH: the training set is empty; cannot cluster its codes")
         k = min(self.cfg.n_clusters, codes.shape[0])
@@ -331,44 +339,21 @@ class WSCH(HashModel):
             warnings.warn(f"WSCH: n_clusters={self.cfg.n_clusters} is more than the {codes.shape[0]} training "
                           f"codes; clustering into {k} centres", stacklevel=2)
         init = self.cluster_centers[:k].cpu().numpy() if self._active_clusters == k else None
-        seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        gen = shared_generator()  # under DDP: the stream every rank shares (one process: the default one)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device if gen is not None else "cpu"))
         info = {"clusters": float(k), "objective": float("nan"), "warm_started": float(init is not None)}
         centres = self.cluster_centers.new_zeros(k, self.bits)
-        if _rank() == 0:  # one k-means, shared with every rank below
+        if rank() == 0:  # one k-means, shared with every rank below
             result = kmeans(codes.cpu().numpy(), k, init=init, niter=self.cfg.kmeans_niter, seed=seed)
             centres = torch.from_numpy(result.centroids).sign().to(self.cluster_centers)
             info["objective"] = result.objective
-        if _distributed():
+        if is_distributed():
             torch.distributed.broadcast(centres, src=0)
         self.cluster_centers.zero_()
         self.cluster_centers[:k] = centres
         self.cluster_count.fill_(k)
         self._active_clusters = k
         return info
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def _rank() -> int:
-    return torch.distributed.get_rank() if _distributed() else 0
-
-
-def _gather_from_ranks(x: Tensor) -> Tensor:
-    """Concatenate every rank's rows (rank order; shards may differ in length); identity without DDP."""
-    if not _distributed():
-        return x
-    world = torch.distributed.get_world_size()
-    n = torch.tensor([x.shape[0]], device=x.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    torch.distributed.all_gather(sizes, n)
-    counts = [int(s) for s in sizes]
-    padded = x.new_zeros(max(counts), x.shape[1])
-    padded[: x.shape[0]] = x
-    parts = [torch.zeros_like(padded) for _ in range(world)]
-    torch.distributed.all_gather(parts, padded)
-    return torch.cat([p[:c] for p, c in zip(parts, counts)])
 
 
 @register_model("wsch", WSCHConfig)

@@ -188,8 +188,11 @@ def _prune(ckroot: Path, epoch: int, keep: int) -> None:
 
 def save_training_state(run_dir: Path, model: torch.nn.Module, model_cfg: Any, optimizer: torch.optim.Optimizer,
                         epoch: int, global_step: int, extra: dict[str, Any] | None = None,
-                        keep: int = 2) -> Path:
-    """Write a complete checkpoint for ``epoch`` (epochs done) and switch ``last.json`` to it."""
+                        keep: int = 2, extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a complete checkpoint for ``epoch`` (epochs done) and switch ``last.json`` to it.
+
+    ``extra_tensors`` (``rng.*`` names) hold state only the engine knows, e.g. every DDP rank's generators.
+    """
     ckroot = Path(run_dir) / "checkpoints"
     ckroot.mkdir(parents=True, exist_ok=True)
     sweep_stale_temporaries(ckroot)
@@ -200,7 +203,7 @@ def save_training_state(run_dir: Path, model: torch.nn.Module, model_cfg: Any, o
     save_model(d, model, model_cfg, extra={"epoch": epoch})
     otensors, oplain = _flatten_optimizer(optimizer)
     rtensors, rplain = _rng_state()
-    digest = write_tensors(d / "trainer.safetensors", {**otensors, **rtensors})
+    digest = write_tensors(d / "trainer.safetensors", {**otensors, **rtensors, **(extra_tensors or {})})
     state = {"format_version": TRAINER_FORMAT_VERSION, "epoch": epoch, "global_step": global_step,
              "tensors_sha256": digest, "optimizer": oplain, "rng": rplain, **(extra or {})}
     atomic_write_text(d / "trainer.json", json.dumps(state))

@@ -23,16 +23,18 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from bitseek.atomic import atomic_write_text
 from bitseek.config import ExperimentConfig, save_resolved
 from bitseek.progress import progress
 from bitseek.data.base import RetrievalData
 from bitseek.device import resolve_device, resolve_precision, to_device  # noqa: F401  (re-exported)
-from bitseek.errors import BitseekError
+from bitseek import collective
+from bitseek.errors import BitseekError, ConfigError
 from bitseek.models.base import EpochContext, HashModel
 from bitseek.train import checkpoint as ckpt
+from bitseek.train import dist
 from bitseek.train.optim import build_optimizer, lr_at, set_lr
 
 
@@ -68,13 +70,13 @@ class Trainer:
         self.cfg = cfg
         self.data = data
         self.out_dir = Path(out_dir) if out_dir is not None else cfg.out_dir
-        self.distributed = torch.distributed.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self._owns_group = False
-        if self.distributed and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-            self._owns_group = True  # created here, so destroyed by close() / at the end of fit()
-        self.rank = torch.distributed.get_rank() if self.distributed else 0
-        self.world = torch.distributed.get_world_size() if self.distributed else 1
+        if dist.launched() and not collective.is_distributed():
+            raise ConfigError("WORLD_SIZE > 1 but no process group is open: wrap training in "
+                              "`with bitseek.train.dist.process_group():` (bitseek train does this under torchrun)")
+        self.distributed = collective.is_distributed() and collective.world() > 1
+        self.rank = collective.rank()
+        self.world = collective.world()
+        self._shared: torch.Generator | None = None
         self.device = resolve_device(cfg.train.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -116,20 +118,20 @@ class Trainer:
         seed = self._shuffle_seed(epoch, pass_index)
         gen = torch.Generator()
         gen.manual_seed(seed)
-        sampler: Any = None
-        if self.distributed and not shuffle:
-            # ordered passes (WSCH's k-means encode) must see every item exactly once: contiguous shards,
-            # no padding, so gathering in rank order gives back the dataset's own order
-            sampler = contiguous_shard(len(dataset), self.rank, self.world)  # type: ignore[arg-type]
-        elif self.distributed:
-            sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
-            sampler.set_epoch(0)  # the seed already depends on the epoch and the pass
+        if self.distributed:
+            # the global batches one process would draw (batch size B * W), each split into rank blocks
+            batches = dist.global_batches(len(dataset), int(self.cfg.data.batch_size) * self.world,  # type: ignore[arg-type]
+                                          shuffle, gen)
+            if drop_last and batches and len(batches[-1]) < int(self.cfg.data.batch_size) * self.world:
+                batches = batches[:-1]
+            return dist.RankPass(dataset, batches, self.world, self.rank, drop_ragged=shuffle,  # type: ignore[return-value]
+                                 num_workers=self.cfg.train.num_workers, pin_memory=self.device.type == "cuda",
+                                 seed=seed)
         return DataLoader(
             dataset,
             batch_size=int(self.cfg.data.batch_size),
-            shuffle=shuffle if sampler is None else False,
-            sampler=sampler,
-            generator=gen if sampler is None else None,
+            shuffle=shuffle,
+            generator=gen,
             num_workers=self.cfg.train.num_workers,
             pin_memory=self.device.type == "cuda",
             drop_last=drop_last,
@@ -138,7 +140,19 @@ class Trainer:
 
     def _epoch_context(self, epoch: int) -> EpochContext:
         # no reference to the trainer: a model's hook gets the device and passes over the data, nothing upward
-        return EpochContext(self.device, lambda shuffle=False: iter(self._loader(self.data.train, shuffle, epoch)))
+        passes: list[Any] = []
+
+        def make(shuffle: bool = False) -> Iterator[Any]:
+            p = self._loader(self.data.train, shuffle, epoch)
+            passes.append(p)
+            return iter(p)
+
+        def gather(outputs: list[Tensor]) -> list[Tensor]:
+            if not passes:
+                raise RuntimeError("gather_batches: call it after a pass over ctx.batches()")
+            return dist.gather_batches(passes[-1].plan, outputs)
+
+        return EpochContext(self.device, make, gather=gather if self.distributed else None)
 
     # ------------------------------------------------------------------ loop
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -152,6 +166,16 @@ class Trainer:
         if state is None:
             return
         ckpt.apply_training_state(state, self.model, self.optimizer)
+        shared = state.tensors.get("rng.shared")
+        if self.distributed:
+            # the global-batch stream continues (a single-process checkpoint's default stream becomes it)
+            assert self._shared is not None
+            self._shared.set_state(shared if shared is not None else state.tensors["rng.torch"])
+            mine = state.tensors.get(f"rng.torch.rank{self.rank}")
+            if mine is not None:
+                torch.set_rng_state(mine)
+        elif shared is not None:
+            torch.set_rng_state(shared)  # a DDP checkpoint resumed in one process: the same global stream
         self.epoch = state.epoch
         self.global_step = state.global_step
         self._resumed = {"event": "resume", "from": str(state.directory), "epoch": self.epoch}
@@ -176,41 +200,51 @@ class Trainer:
         max_steps = self.cfg.train.max_steps_per_epoch
         clip = self.cfg.optim.grad_clip
         loader = self._loader(self.data.train, shuffle=True, epoch=epoch, drop_last=False, pass_index=pass_index)
-        for i, batch in enumerate(loader):
-            if max_steps and i >= max_steps:
-                break
-            batch = to_device(batch, self.device)
-            with self._autocast():
-                out = self.step_module(batch, phase)
-            loss = out["loss"]
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            for k, v in out.items():
-                v = v.detach().float()
-                sums[k] = sums[k] + v if k in sums else v.clone()
-            count += 1
-            self.global_step += 1
-            if bar is not None:
-                bar.update(1)
-            if self.global_step % log_every == 0:  # the only host sync inside an epoch
-                cur = {k: float(v) for k, v in self._mean_over_ranks(out).items()}
-                if not math.isfinite(cur["loss"]):
-                    raise TrainingDiverged(
-                        f"loss became {cur['loss']} at epoch {epoch} step {self.global_step} (phase {phase}); "
-                        f"last good checkpoint: {self._last_good()}")
-                self._log({"event": "step", "epoch": epoch, "phase": phase, "step": self.global_step,
-                           "lr": self.optimizer.param_groups[0]["lr"], **cur})
-                if bar is not None:
-                    bar.set_postfix({k: f"{v:.4f}" for k, v in cur.items()}, refresh=False)
+        batches = iter(loader)
+        try:
+            for i, batch in enumerate(batches):
+                if max_steps and i >= max_steps:
+                    break
+                self._step(batch, epoch, phase, bar, sums, log_every, clip)
+                count += 1
+        finally:
+            close = getattr(batches, "close", None)  # a RankPass's step layout ends with its pass
+            if callable(close):
+                close()
         means = self._epoch_means(sums, count)
         if means and not math.isfinite(means.get("loss", 0.0)):
             raise TrainingDiverged(f"mean loss of epoch {epoch} (phase {phase}) is not finite")
         return means
+
+    def _step(self, batch: dict[str, Any], epoch: int, phase: str, bar: Any, sums: dict[str, Tensor],
+              log_every: int, clip: float) -> None:
+        batch = to_device(batch, self.device)
+        with self._autocast():
+            out = self.step_module(batch, phase)
+        loss = out["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        for k, v in out.items():
+            v = v.detach().float()
+            sums[k] = sums[k] + v if k in sums else v.clone()
+        self.global_step += 1
+        if bar is not None:
+            bar.update(1)
+        if self.global_step % log_every == 0:  # the only host sync inside an epoch
+            cur = {k: float(v) for k, v in self._mean_over_ranks(out).items()}
+            if not math.isfinite(cur["loss"]):
+                raise TrainingDiverged(
+                    f"loss became {cur['loss']} at epoch {epoch} step {self.global_step} (phase {phase}); "
+                    f"last good checkpoint: {self._last_good()}")
+            self._log({"event": "step", "epoch": epoch, "phase": phase, "step": self.global_step,
+                       "lr": self.optimizer.param_groups[0]["lr"], **cur})
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4f}" for k, v in cur.items()}, refresh=False)
 
     def _mean_over_ranks(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
         """Step values averaged over ranks, so every rank sees (and stops on) a NaN on any rank."""
@@ -242,7 +276,18 @@ class Trainer:
         ckpt.check_run_folder(self.cfg.to_dict(), self.out_dir)
         self._resumed: dict[str, Any] | None = None
         seed_everything(self.cfg.train.seed + self.rank)
-        self._resume()
+        if self.distributed:
+            # the global batch's randomness: the stream one process draws from its default generator
+            self._shared = torch.Generator(device=self.device)
+            self._shared.manual_seed(self.cfg.train.seed)
+            collective.set_shared_generator(self._shared)
+        try:
+            self._resume()
+            return self._fit()
+        finally:
+            collective.set_shared_generator(None)
+
+    def _fit(self) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.is_main:
             save_resolved(self.cfg, self.out_dir)
@@ -262,6 +307,8 @@ class Trainer:
                 self.model.train()
                 t0 = time.perf_counter()
                 self.model.before_epoch(epoch, self._epoch_context(epoch))
+                if self._shared is not None:  # a rank with no block in an ordered pass drew less
+                    dist.sync_generator(self._shared, self.device)
                 record: dict[str, Any] = {"event": "epoch", "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
                 for pass_index, phase in enumerate(self.model.epoch_phases(epoch)):
                     means = self._run_phase(epoch, phase, bar, pass_index)
@@ -272,12 +319,7 @@ class Trainer:
                 if bar is not None:
                     bar.set_description(f"train {self.cfg.name} epoch {self.epoch}/{total}", refresh=False)
                 log.debug("epoch %d: %s", epoch, record)
-                last_epoch = self.epoch == total
-                if self.is_main and (last_epoch or self.epoch % max(1, self.cfg.train.checkpoint_every) == 0):
-                    ckpt.save_training_state(self.out_dir, self.model, self.cfg.model, self.optimizer,
-                                             self.epoch, self.global_step)
-                if self.distributed:
-                    torch.distributed.barrier()
+                self._end_of_epoch(self.epoch == total)
         finally:
             if bar is not None:
                 bar.close()
@@ -285,15 +327,25 @@ class Trainer:
             final = self.out_dir / "model"
             ckpt.save_model(final, self.model, self.cfg.model, extra={"epoch": self.epoch, "experiment": self.cfg.name})
             atomic_write_text(self.out_dir / "DONE", json.dumps({"epochs": self.epoch, "steps": self.global_step}))
-        self.close()
+        dist.barrier()
         return self.out_dir
 
+    def _end_of_epoch(self, last_epoch: bool) -> None:
+        """Checkpoint (rank 0 writes; under DDP it holds every rank's generators) and wait for every rank."""
+        if last_epoch or self.epoch % max(1, self.cfg.train.checkpoint_every) == 0:
+            extra: dict[str, Tensor] = {}
+            if self.distributed:
+                for r, st in enumerate(dist.gather_rng_states(self.device)):  # a collective: every rank
+                    extra[f"rng.torch.rank{r}"] = st
+                assert self._shared is not None
+                extra["rng.shared"] = self._shared.get_state()
+            if self.is_main:
+                ckpt.save_training_state(self.out_dir, self.model, self.cfg.model, self.optimizer,
+                                         self.epoch, self.global_step, extra_tensors=extra)
+        dist.barrier()
+
     def close(self) -> None:
-        """Destroy the process group if this trainer created it (torchrun users who made their own keep it)."""
-        if self._owns_group and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
-            self._owns_group = False
+        """Nothing to release: the process group belongs to the launcher (:func:`bitseek.train.dist.process_group`)."""
 
     def _last_good(self) -> str:
         try:
@@ -307,13 +359,6 @@ class Trainer:
         if self.cfg.train.max_steps_per_epoch:
             steps = min(steps, self.cfg.train.max_steps_per_epoch)
         return steps
-
-
-def contiguous_shard(n: int, rank: int, world: int) -> range:
-    """Rank ``rank``'s block of ``range(n)`` when split into ``world`` contiguous, unpadded blocks."""
-    per, extra = divmod(n, world)
-    start = rank * per + min(rank, extra)
-    return range(start, start + per + (1 if rank < extra else 0))
 
 
 def iterate_batches(dataset: Dataset, batch_size: int, num_workers: int = 0) -> Iterator[dict[str, Any]]:
