@@ -21,8 +21,15 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["BatchLayout", "is_distributed", "rank", "world", "all_gather_varlen", "batch_layout", "use_layout",
+__all__ = ["BatchLayout", "contiguous_shard", "is_distributed", "rank", "world", "all_gather_varlen", "batch_layout", "use_layout",
            "shared_generator", "set_shared_generator", "batch_rand"]
+
+
+def contiguous_shard(n: int, rank: int, world: int) -> range:
+    """Rank ``rank``'s block of ``range(n)`` when split into ``world`` contiguous, unpadded blocks."""
+    per, extra = divmod(n, world)
+    start = rank * per + min(rank, extra)
+    return range(start, start + per + (1 if rank < extra else 0))
 
 
 def is_distributed() -> bool:

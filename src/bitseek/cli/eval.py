@@ -83,17 +83,44 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from bitseek.encode import extract, save_extracted
 
     cfg = _load_cfg(args)
+    shard = None
+    if args.shard is not None:
+        from bitseek.encode.shards import parse_shard
+
+        shard = parse_shard(args.shard)  # a bad flag fails before the data and the model load
     data = load_data(cfg.data)
     model = pipeline.load_trained(cfg, args.checkpoint)
     split = {"train": data.train, "query": data.query, "database": data.searched}[args.split]
-    kind, rows = extract(model, split, cfg.eval.batch_size, cfg.train.device, precision=pipeline.encode_precision(cfg),
+    attrs: dict[str, Any] = {"model": cfg.model.name, "dataset": cfg.data.name, "split": args.split,
+                             "precision": pipeline.encode_precision(cfg)}
+    device = cfg.train.device
+    out, ids = Path(args.out), None
+    if shard is not None:
+        import os
+
+        import torch
+        from torch.utils.data import Subset
+
+        from bitseek.encode.shards import shard_path, shard_rows
+
+        i, n = shard
+        rows_of = shard_rows(len(split), i, n)  # type: ignore[arg-type]
+        attrs.update(shard=f"{i}/{n}", shard_of=n, items=len(split))  # type: ignore[arg-type]
+        ids = np.arange(rows_of.start, rows_of.stop, dtype=np.int64)  # global positions: shards merge as one
+        split = Subset(split, rows_of)  # type: ignore[arg-type]
+        out = shard_path(args.out, i, n)
+        if device == "auto" and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"  # one GPU per torchrun rank
+        if len(rows_of) == 0:
+            raise BitseekError(f"--shard {i}/{n}: the {args.split} split has only {attrs['items']} items, "
+                               "so this shard is empty; use fewer shards")
+    kind, rows = extract(model, split, cfg.eval.batch_size, device, precision=pipeline.encode_precision(cfg),
                          progress=cfg.train.progress)
-    attrs = {"model": cfg.model.name, "dataset": cfg.data.name, "split": args.split,
-             "precision": pipeline.encode_precision(cfg)}
-    saved = save_extracted(kind, rows, args.out, attrs=attrs, feature_dtype=args.feature_dtype)
+    saved = save_extracted(kind, rows, out, ids=ids, attrs=attrs, feature_dtype=args.feature_dtype)
     what = f"codes of {rows.shape[1]} bits" if kind == "codes" else f"{rows.shape[1]}-d {args.feature_dtype} features"
-    print(f"{len(saved)} {what} -> {args.out}")
+    print(f"{len(saved)} {what} -> {out}")
     return 0
+
 
 
 def cmd_eval_codes(args: argparse.Namespace) -> int:
@@ -203,7 +230,12 @@ def register(add: AddCommand, add_config_args: Callable[[argparse.ArgumentParser
     sp.add_argument("--checkpoint", default=None)
     sp.add_argument("--feature-dtype", choices=["float32", "float16"], default="float32",
                     help="storage dtype of a FeatureSet (float16 halves the file)")
-    sp.add_argument("--out", required=True, help="file to write (.codes or .feats)")
+    sp.add_argument("--out", required=True, help="file to write (.codes or .feats); with --shard, each shard "
+                                                 "writes NAME.shard-0000i-of-0000n.EXT next to it")
+    sp.add_argument("--shard", default=None, metavar="I/N",
+                    help="encode only shard I of N (0-based contiguous blocks; ids stay the split's positions), "
+                         "or auto: torchrun's rank/world or the SLURM array task; merge with `bitseek merge` or "
+                         "give every shard to `bitseek index --codes`")
 
     sp = add("eval-codes", cmd_eval_codes,
              "evaluate saved codes or features (CodeSet, FeatureSet or .npy) under a protocol")

@@ -51,27 +51,35 @@ def _kind(path: str, flag: str) -> str:
 def cmd_index(args: argparse.Namespace) -> int:
     from bitseek.index import index_from_codeset, make_index
 
-    kind = _kind(args.codes, "--codes")
-    if kind == "index":
-        raise InputError(f"--codes {args.codes}: this is an index file already; pass it to `bitseek search --index`")
-    if kind == "npy":
-        raise InputError(f"--codes {args.codes}: a .npy array has no ids; write a CodeSet (bitseek encode --out)")
+    from bitseek.encode.shards import load_shards, merge_shards
+
+    paths = list(args.codes)
+    kinds = {_kind(p, "--codes") for p in paths}
+    for p in paths:
+        kind = _kind(p, "--codes")
+        if kind == "index":
+            raise InputError(f"--codes {p}: this is an index file already; pass it to `bitseek search --index`")
+        if kind == "npy":
+            raise InputError(f"--codes {p}: a .npy array has no ids; write a CodeSet (bitseek encode --out)")
+    if len(kinds) > 1:
+        raise InputError(f"--codes: {', '.join(paths)} mix code sets and feature sets")
+    kind = kinds.pop()
     t0 = time.perf_counter()
     if kind == "codes":
         spec = args.spec or "flat"
-        index = index_from_codeset(args.codes, spec, train_size=args.train_size, seed=args.seed)
+        source = paths[0] if len(paths) == 1 else merge_shards(paths)  # the shards of one encode job, as one set
+        index = index_from_codeset(source, spec, train_size=args.train_size, seed=args.seed)
     else:
-        from bitseek.codes import FeatureSet
-
-        spec = args.spec or "float-ip"
-        fs = FeatureSet.load(args.codes)
-        index = make_index(spec, dim=fs.dim)
         from bitseek.progress import progress
 
-        chunks = fs.iter_chunks()
-        for rows, block in progress(chunks, total=-(-len(fs) // 65536), desc="index", unit="block"):
-            meta = {k: v[rows] for k, v in fs.meta.items()} or None
-            index.add(block, fs.ids[rows], meta=meta)
+        spec = args.spec or "float-ip"
+        sets = load_shards(paths)  # memory-mapped; added shard by shard, block by block
+        index = make_index(spec, dim=sets[0].dim)  # type: ignore[union-attr]
+        for fs in sets:
+            chunks = fs.iter_chunks()  # type: ignore[union-attr]
+            for rows, block in progress(chunks, total=-(-len(fs) // 65536), desc="index", unit="block"):
+                meta = {k: v[rows] for k, v in fs.meta.items()} or None
+                index.add(block, fs.ids[rows], meta=meta)
     index.save(args.out)
     print(f"indexed {len(index)} items ({index.spec}) in {time.perf_counter() - t0:.1f}s -> {args.out}")
     return 0
@@ -213,7 +221,9 @@ def register(sub: Any) -> None:
     help_ = "build a search index from a CodeSet (or FeatureSet) file"
     sp = sub.add_parser("index", help=help_, description=help_)
     sp.set_defaults(func=cmd_index)
-    sp.add_argument("--codes", required=True, help="CodeSet file (bitseek encode --out), or a FeatureSet for float-ip")
+    sp.add_argument("--codes", required=True, nargs="+",
+                    help="CodeSet file (bitseek encode --out), or a FeatureSet for float-ip; or every shard file "
+                         "of one `bitseek encode --shard` job")
     sp.add_argument("--spec", default=None,
                     help="index factory string: flat (default for codes), ivf1024,nprobe=16, mih4, hnsw32, "
                          "faiss:BIVF1024_HNSW32, float-ip (default for features)")

@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     eval_commands.register(add, _add_config_args)
 
+    from bitseek.cli import shards as shard_commands
+
+    shard_commands.register(add)  # merge
+
     from bitseek.cli import index as index_commands
 
     index_commands.register(sub)  # index, search

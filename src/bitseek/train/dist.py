@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from bitseek import collective
-from bitseek.collective import BatchLayout
+from bitseek.collective import BatchLayout, contiguous_shard
 from bitseek.errors import ConfigError
 
 __all__ = ["launched", "process_group", "is_main", "barrier", "main_only", "contiguous_shard", "global_batches",
@@ -83,13 +83,6 @@ def main_only() -> Iterator[bool]:
         yield is_main()
     finally:
         barrier()
-
-
-def contiguous_shard(n: int, rank: int, world: int) -> range:
-    """Rank ``rank``'s block of ``range(n)`` when split into ``world`` contiguous, unpadded blocks."""
-    per, extra = divmod(n, world)
-    start = rank * per + min(rank, extra)
-    return range(start, start + per + (1 if rank < extra else 0))
 
 
 class _Positions(Dataset):
