@@ -193,3 +193,35 @@ def test_yfcc_shard_lists_built_with_a_range_comprehension(tmp_path):
     big.write_text("x = [i for i in range(1000000000)]\n")
     with pytest.raises(ConfigError, match="a range of 1000000000 items"):
         read_python_assignments(big)
+
+
+# --------------------------------------------------------------------------- CVNet test.py KEY VALUE pairs
+
+
+def test_cvnet_test_keys_parse_as_yacs_does():
+    from bitseek.config.foreign import cvnet_test_config
+
+    c = cvnet_test_config(["MODEL.DEPTH", "101", "TEST.WEIGHTS", "w/CVPR2022_CVNet_R101.pyth", "TEST.DATA_DIR",
+                           "/data/datasets", "TEST.SCALE_LIST", "[0.5, 1, 2.0]", "TEST.TOPK_LIST", "[100, 200]",
+                           "TEST.DATASET_LIST", "['rparis6k']", "CUDNN.BENCHMARK", "True"])
+    assert (c.depth, c.weights, c.data_dir) == (101, "w/CVPR2022_CVNet_R101.pyth", "/data/datasets")
+    assert c.scale_list == [0.5, 1.0, 2.0] and c.topk_list == [100, 200] and c.dataset_list == ["rparis6k"]
+    d = cvnet_test_config([])
+    assert d.scale_list == [0.7071, 1.0, 1.4142] and d.topk_list == [100] and d.dataset_list == ["roxford5k", "rparis6k"]
+    assert cvnet_test_config(["TEST.DATASET_LIST", "roxford5k,rparis6k"]).dataset_list == ["roxford5k", "rparis6k"]
+    assert cvnet_test_config(["TEST.WEIGHTS", "123"]).weights == "123"  # a path is never a literal
+
+
+@pytest.mark.parametrize("items, match", [
+    (["MODEL.DEPHT", "50"], "did you mean 'MODEL.DEPTH'"),
+    (["MODEL.DEPTH", "fifty"], "MODEL.DEPTH: expected a positive whole number"),
+    (["TEST.TOPK_LIST", "[1.5]"], "TEST.TOPK_LIST: expected a list of positive numbers"),
+    (["TEST.SCALE_LIST", "[]"], "TEST.SCALE_LIST"),
+    (["TEST.DATASET_LIST", "[1]"], "TEST.DATASET_LIST: expected dataset names"),
+    (["TEST.WEIGHTS"], "has no value"),
+])
+def test_cvnet_test_keys_refuse_mistakes(items, match):
+    from bitseek.config.foreign import cvnet_test_config
+
+    with pytest.raises(ConfigError, match=match):
+        cvnet_test_config(items)

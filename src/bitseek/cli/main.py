@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_commands.register(sub)  # data landmarks
 
+    from bitseek.cli import retrieval as retrieval_commands
+
+    retrieval_commands.register(sub)  # retrieval test
+
     sp = add("convert", cmd_convert, "import an official released checkpoint into a bitseek one (`bitseek list converters`)")
     which = sp.add_mutually_exclusive_group(required=True)
     which.add_argument("--config", "--cfg", dest="config",

@@ -6,6 +6,8 @@ evaluated, over literals, names assigned earlier in the file, ``+``, ``str(...)`
 ``[... for i in range(a, b)]`` (what the official files use to build paths such as
 ``data_root + 'yfcc_train_feats_' + str(i) + '.h5'``). Anything else is an error naming the line.
 
+CVNet's ``test.py`` takes yacs ``KEY VALUE`` pairs instead (:func:`cvnet_test_config`).
+
 The keys are mapped onto bitseek's recipe for the same method and dataset (``conmh/fcvid-64`` ...):
 every key is either used (the mapping is logged) or named as ignored with the reason; a key this
 module does not know is an error with the nearest known key, so a typo never passes silently.
@@ -18,13 +20,15 @@ import copy
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from bitseek.config.typed import suggest
 from bitseek.errors import ConfigError
 
-__all__ = ["load_foreign", "read_python_assignments", "conmh_to_raw", "wsch_to_raw"]
+__all__ = ["load_foreign", "read_python_assignments", "conmh_to_raw", "wsch_to_raw", "CVNetTestConfig",
+           "cvnet_test_config"]
 
 log = logging.getLogger(__name__)
 
@@ -371,3 +375,83 @@ def load_foreign(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{p}: top level must be a JSON object")
     return wsch_to_raw(values, p)
+
+
+# --------------------------------------------------------------------------- CVNet test.py KEY VALUE pairs
+
+
+@dataclass
+class CVNetTestConfig:
+    """The keys CVNet's ``test.py`` reads (yacs ``core/config.py``), with the official defaults."""
+
+    depth: int = 50  # MODEL.DEPTH
+    reduction_dim: int = 2048  # MODEL.HEADS.REDUCTION_DIM
+    weights: str = ""  # TEST.WEIGHTS: .pyth, a bitseek checkpoint folder, or "random"
+    data_dir: str = ""  # TEST.DATA_DIR: holds <dataset>/gnd_<dataset>.pkl and <dataset>/jpg/
+    dataset_list: list[str] = field(default_factory=lambda: ["roxford5k", "rparis6k"])
+    scale_list: list[float] = field(default_factory=lambda: [0.7071, 1.0, 1.4142])
+    topk_list: list[int] = field(default_factory=lambda: [100])
+
+
+_CVNET_TEST_KEYS = {"MODEL.DEPTH": "depth", "MODEL.HEADS.REDUCTION_DIM": "reduction_dim", "TEST.WEIGHTS": "weights",
+                    "TEST.DATA_DIR": "data_dir", "TEST.DATASET_LIST": "dataset_list",
+                    "TEST.SCALE_LIST": "scale_list", "TEST.TOPK_LIST": "topk_list"}
+# present in the official config but not read by its test (or fixed by it)
+_CVNET_TEST_IGNORED = {
+    "CUDNN.BENCHMARK": "the test always runs with cudnn.benchmark off, as the official test_model does",
+    "NUM_GPUS": "test.py forces 1; bitseek's device is --device",
+    "MODEL.TYPE": "vestigial (always a ResNet)", "MODEL.LOSSES.NAME": "training only",
+    "MODEL.HEADS.NAME": "vestigial", "MODEL.HEADS.IN_FEAT": "fixed at 2048 by the ResNet",
+    "MODEL_NAME": "vestigial", "RNG_SEED": "testing draws no random numbers (random weights use --seed)",
+    "OUT_DIR": "results go to --out", "DATA_LOADER.NUM_WORKERS": "the official loader hard-codes 4; use --workers",
+}
+
+
+def _yacs_value(text: str) -> Any:
+    """A yacs command-line value: a Python literal if it parses as one, else the string (yacs's rule)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
+def cvnet_test_config(items: list[str]) -> CVNetTestConfig:
+    """``KEY VALUE`` pairs as CVNet's ``python test.py MODEL.DEPTH 50 TEST.WEIGHTS …`` takes them.
+
+    Every key is used, named as ignored (logged) or refused with the nearest known key."""
+    if len(items) % 2:
+        raise ConfigError(f"{items[-1]!r} has no value: CVNet's options come in KEY VALUE pairs "
+                          "(e.g. MODEL.DEPTH 50 TEST.WEIGHTS CVPR2022_CVNet_R50.pyth)")
+    cfg = CVNetTestConfig()
+    known = sorted([*_CVNET_TEST_KEYS, *_CVNET_TEST_IGNORED])
+    for key, raw in zip(items[0::2], items[1::2]):
+        k = key.upper()
+        if k in _CVNET_TEST_IGNORED:
+            log.info("ignored %s = %s (%s)", k, raw, _CVNET_TEST_IGNORED[k])
+            continue
+        if k not in _CVNET_TEST_KEYS:
+            raise ConfigError(f"unknown key {key!r}{suggest(k, known)}")
+        value = _yacs_value(raw)
+        name = _CVNET_TEST_KEYS[k]
+        if name in ("depth", "reduction_dim"):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{k}: expected a positive whole number, got {raw!r}")
+        elif name in ("weights", "data_dir"):
+            value = raw  # a path is never a literal
+        elif name == "dataset_list":
+            value = [v for v in value.split(",") if v] if isinstance(value, str) else value
+            if not (isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"{k}: expected dataset names such as \"['roxford5k', 'rparis6k']\", got {raw!r}")
+            value = list(value)
+        else:
+            value = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+            ok = isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
+            if name == "topk_list":
+                ok = ok and all(isinstance(v, int) for v in value)
+            if not ok:
+                want = "[0.7071, 1.0, 1.4142]" if name == "scale_list" else "[100]"
+                raise ConfigError(f"{k}: expected a list of positive numbers such as \"{want}\", got {raw!r}")
+            value = [float(v) for v in value] if name == "scale_list" else [int(v) for v in value]
+        setattr(cfg, name, value)
+    return cfg
