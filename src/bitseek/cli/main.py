@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     from bitseek.cli import data as data_commands
 
     data_commands.register(sub)  # data landmarks
+
     from bitseek.cli import serve as serve_commands
 
     serve_commands.register(add)
