@@ -58,6 +58,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         col = Collection.open(args.collection)
         try:
+            warm = getattr(col, "frame_encoder", None)  # load the extractor now, not on the first upload
+            if callable(warm):
+                warm()
             serve(col, settings, host=args.host, sock=sock, access_log=not args.quiet)
         finally:
             col.close()

@@ -45,6 +45,13 @@ function fmt(x, digits = 3) {
   return Number.isInteger(x) ? String(x) : Number(x).toFixed(digits);
 }
 
+function fmtBytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : String(n)) + " " + units[i];
+}
+
 function baseName(path) {
   const s = String(path || "");
   return s.split(/[\\/]/).pop() || s;
@@ -203,6 +210,9 @@ async function openDetail(id, card) {
       if (key === "thumbnail") continue;
       let value = meta[key];
       if (key === "duration" && typeof value === "number") value = fmtTime(value) + " (" + fmt(value, 2) + " s)";
+      else if (key === "added" && typeof value === "number") value = new Date(value * 1000).toLocaleString();
+      else if (key === "mtime_ns" && typeof value === "number") value = new Date(value / 1e6).toLocaleString();
+      else if (key === "size" && typeof value === "number") value = fmtBytes(value);
       else if (Array.isArray(value)) value = value.length > 12 ? value.slice(0, 12).map((v) => fmt(v, 2)).join(", ") + ", … (" + value.length + ")" : value.map((v) => fmt(v, 2)).join(", ");
       else if (value !== null && typeof value === "object") value = JSON.stringify(value);
       const dt = document.createElement("dt");
