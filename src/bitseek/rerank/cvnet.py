@@ -3,9 +3,11 @@
 The official test recomputes the backbone for every (query, candidate) pair. Here the database's
 ``CVNet.rerank_features`` maps come from a cache (fp16 rows are enough), and each query costs
 
-* its own pyramid (resize + 3x3 conv per scale) once, and
-* per batch of candidates whose maps share a shape: their pyramids, the 9 correlations against the
-  broadcast query pyramid, the 4D-conv learner -- a single forward for the whole batch.
+* its own lifted pyramid (resize + 3x3 conv per scale, normalised, resized to full size) once, and
+* per batch of candidates whose maps share a shape: their lifted pyramids, all 9 cross-scale
+  correlations as one matrix product against the broadcast query (no 4D resize:
+  :func:`bitseek.models.cvnet.rerank.lift_pyramid` says why that is the same number), the 4D-conv
+  learner -- a single forward for the whole batch.
 
 Candidates of different map sizes (portrait/landscape photos) go into different batches, since
 the correlation tensor's shape is the map shape. A batch is also capped by ``memory_budget`` (bytes
@@ -50,7 +52,7 @@ class CVNetReranker(ScoringReranker):
 
     def __init__(self, model: Any, query_maps: MapSource, db_maps: MapSource, *, batch_size: int = DEFAULT_BATCH,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, weight: float = FUSION_WEIGHT) -> None:
-        if not hasattr(model, "rerank") or not hasattr(model.rerank, "score_pyramids"):
+        if not hasattr(model, "rerank") or not hasattr(model.rerank, "score_lifted"):
             raise ConfigError(f"re-ranker 'cvnet' needs a CVNet model, got {type(model).__name__}")
         if batch_size < 1 or memory_budget < 1:
             raise ConfigError(f"cvnet re-ranker: batch_size and memory_budget must be positive, got "
@@ -73,7 +75,7 @@ class CVNetReranker(ScoringReranker):
     def score_tensor(self, query: int, candidates: np.ndarray) -> Tensor:
         """(K,) match probabilities on the model's device (no host sync)."""
         fq = self._load(self.query_maps, query, "query_maps").to(self.device, self.dtype, non_blocking=True)
-        qp = self.model.rerank.pyramid(fq)
+        qt = self.model.rerank.lift(fq)
         hq, wq = fq.shape[-2:]
         groups: dict[tuple[int, ...], list[tuple[int, Tensor]]] = defaultdict(list)
         for j, c in enumerate(np.asarray(candidates, dtype=np.int64)):
@@ -88,7 +90,7 @@ class CVNetReranker(ScoringReranker):
             for s in range(0, len(items), step):
                 chunk = items[s: s + step]
                 fk = torch.cat([t for _, t in chunk]).to(self.device, self.dtype, non_blocking=True)
-                scores = self.model.rerank.score_pyramids(qp, self.model.rerank.pyramid(fk), (hq, wq, hk, wk))
+                scores = self.model.rerank.score_lifted(qt, self.model.rerank.lift(fk), (hq, wq, hk, wk))
                 idx = torch.as_tensor([j for j, _ in chunk], device=self.device)
                 out[idx] = scores
         return out

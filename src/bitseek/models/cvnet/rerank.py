@@ -37,6 +37,8 @@ __all__ = [
     "cosine_correlation",
     "cross_scale_correlation",
     "feature_pyramid",
+    "lift_pyramid",
+    "lifted_correlation",
     "pyramid_size",
     "resize4d",
 ]
@@ -113,6 +115,34 @@ def cross_scale_correlation(fq: Tensor, fk: Tensor, scales: Sequence[float], con
     return correlate_pyramids(feature_pyramid(fq, scales, convs), feature_pyramid(fk, scales, convs), size, eps)
 
 
+def lift_pyramid(levels: Sequence[Tensor], size: Sequence[int]) -> Tensor:
+    """(B, S, C, H*W): each pyramid level L2-normalised per position, then resized bilinearly
+    (``align_corners``) to the scale-1 size ``(H, W)``.
+
+    Why: bilinear resizing is linear along each side, and the cosine correlation is a dot product of
+    normalised vectors, so ``resize4d(cos(q_s, k_t), size) == lift(q_s)ᵀ lift(k_t)`` (up to float
+    rounding and the 1e-8 on the norm product). Lifting each side once turns the 9 correlations and
+    their 4D resizes into one batched matrix product (:func:`lifted_correlation`), and a key's lift
+    depends on the key alone."""
+    h, w = int(size[0]), int(size[1])
+    out = []
+    for lv in levels:
+        x = F.normalize(lv, dim=1)
+        if tuple(x.shape[-2:]) != (h, w):  # the scale-1 level needs no resize
+            x = F.interpolate(x, (h, w), mode="bilinear", align_corners=True)
+        out.append(x.flatten(2))
+    return torch.stack(out, dim=1)
+
+
+def lifted_correlation(qt: Tensor, kt: Tensor, size: Sequence[int]) -> Tensor:
+    """(B, S², Hq, Wq, Hk, Wk) clamped cross-scale correlation from lifted pyramids (query scale outer).
+
+    ``qt``: (Bq, S, C, Hq*Wq), ``kt``: (Bk, S, C, Hk*Wk); a batch of 1 on either side broadcasts."""
+    corr = torch.matmul(qt.transpose(-1, -2).unsqueeze(2), kt.unsqueeze(1))  # (B, S, S, HWq, HWk)
+    b, s = corr.shape[0], qt.shape[1]
+    return corr.clamp_(min=0).view(b, s * kt.shape[1], *(int(v) for v in size))
+
+
 class Conv4dNormAct(nn.Module):
     """Center-pivot 4D conv -> GroupNorm(4) -> ReLU."""
 
@@ -163,12 +193,19 @@ class CVReranker(nn.Module):
         return cross_scale_correlation(fq, fk, self.scales, self.scale_convs)
 
     def pyramid(self, f: Tensor) -> list[Tensor]:
-        """One side's convolved pyramid (what :meth:`score_pyramids` takes; compute a query's once)."""
+        """One side's convolved pyramid (per scale: resize, then that scale's 3x3 conv)."""
         return feature_pyramid(f, self.scales, self.scale_convs)
 
-    def score_pyramids(self, qs: Sequence[Tensor], ks: Sequence[Tensor], size: Sequence[int]) -> Tensor:
-        """(B,) match probabilities from two pyramids; ``size`` = (Hq, Wq, Hk, Wk) of the scale-1 maps."""
-        return torch.softmax(self.learner(correlate_pyramids(qs, ks, size)), dim=1)[:, 1]
+    def lift(self, f: Tensor) -> Tensor:
+        """One side's lifted pyramid (:func:`lift_pyramid`) from its (B, 1024, H, W) stage-3 maps."""
+        return lift_pyramid(self.pyramid(f), f.shape[-2:])
+
+    def score_lifted(self, qt: Tensor, kt: Tensor, size: Sequence[int]) -> Tensor:
+        """(B,) match probabilities from lifted pyramids; ``size`` = (Hq, Wq, Hk, Wk) of the scale-1 maps.
+
+        Equal to :meth:`forward` on the maps to float tolerance; the batched path of
+        ``bitseek.rerank.cvnet``."""
+        return torch.softmax(self.learner(lifted_correlation(qt, kt, size)), dim=1)[:, 1]
 
     def logits(self, fq: Tensor, fk: Tensor) -> Tensor:
         return self.learner(self.correlation(fq, fk))
