@@ -223,3 +223,19 @@ def test_config_validation() -> None:
         MODELS.config("cvnet", gemp_p=0)
     with pytest.raises(ConfigError, match="relup_floor"):
         MODELS.config("cvnet", relup_floor=-0.1)
+
+
+def test_set_pooling_on_a_built_model(r50, images) -> None:
+    plain = _head(MODELS.create(MODELS.config("cvnet", depth=50)), r50)
+    assert plain.pooling_id() == ""
+    want = plain.global_descriptor(images)
+    sg = _head(MODELS.create(superglobal_config(50)), r50)
+    plain.set_pooling(gemp=True, rgem=True, relup=True, prefc_l2=True, scale_combine="max")
+    assert plain.pooling_id() == sg.pooling_id() == "relup0.014-rgem2.5x5-gemp4.6-l2fc-scalemax"
+    assert torch.equal(plain.global_descriptor(images), sg.global_descriptor(images))
+    plain.set_pooling(gemp=False, rgem=False, relup=False, prefc_l2=False, scale_combine="mean")
+    assert torch.equal(plain.global_descriptor(images), want)  # and back, bit for bit
+    with pytest.raises(ConfigError, match="pooling options"):
+        plain.set_pooling(depth=101)
+    with pytest.raises(ConfigError, match="scale_combine"):
+        plain.set_pooling(scale_combine="sum")

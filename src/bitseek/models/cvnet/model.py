@@ -22,7 +22,7 @@ config switch, all off by default (plain CVNet): ``relup`` (ReLU+ in the backbon
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
 import torch
@@ -159,8 +159,31 @@ class CVNet(Embedder):
         self.whiten = nn.Linear(STAGE4_CHANNELS, cfg.reduction_dim, bias=True)
         self.rerank = CVReranker(STAGE3_CHANNELS, cfg.rerank_dim, cfg.rerank_scales)
         self.dim = self.embed_dim = cfg.reduction_dim  # width of embed()'s rows
-        if cfg.relup:
-            self.backbone.set_activation_floor(cfg.relup_floor, RELUP_STAGES, RELUP_INNER_STAGES)
+        self.set_pooling()
+
+    # ------------------------------------------------------------------ SuperGlobal options
+    POOLING_FIELDS = ("gemp", "gemp_p", "rgem", "rgem_p", "rgem_size", "relup", "relup_floor", "prefc_l2",
+                      "scale_combine")
+
+    def set_pooling(self, **options: Any) -> None:
+        """Switch SuperGlobal's pooling options (``CVNetConfig`` fields) on a built model.
+
+        They hold no weights, so a loaded checkpoint can be evaluated either way."""
+        bad = sorted(set(options) - set(self.POOLING_FIELDS))
+        if bad:
+            raise ConfigError(f"CVNet pooling options are {list(self.POOLING_FIELDS)}, got {bad}")
+        cfg = CVNetConfig(**{**{f.name: getattr(self.cfg, f.name) for f in fields(self.cfg)}, **options})
+        self.cfg = cfg
+        self.backbone.set_activation_floor(cfg.relup_floor if cfg.relup else 0.0, RELUP_STAGES, RELUP_INNER_STAGES)
+
+    def pooling_id(self) -> str:
+        """'' for CVNet's own pooling, else a short tag of the SuperGlobal options (for cache keys)."""
+        c = self.cfg
+        parts = ([f"relup{c.relup_floor:g}"] if c.relup else []) + \
+                ([f"rgem{c.rgem_p:g}x{c.rgem_size}"] if c.rgem else []) + \
+                ([f"gemp{c.gemp_p:g}"] if c.gemp else []) + (["l2fc"] if c.prefc_l2 else []) + \
+                ([f"scale{c.scale_combine}"] if c.scale_combine != "mean" else [])
+        return "-".join(parts)
 
     # ------------------------------------------------------------------ global
     def global_descriptor(self, x: Tensor) -> Tensor:
