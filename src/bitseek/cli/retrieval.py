@@ -200,6 +200,12 @@ def cmd_test(args: argparse.Namespace) -> int:
         distractors = (paths, [str(p.relative_to(base)) if p.is_relative_to(base) else str(p) for p in paths])
     model, wdesc = load_cvnet(cfg.weights, cfg.depth, cfg.reduction_dim, seed=args.seed,
                               allow_pickle=args.allow_pickle)
+    if cfg.gemp or cfg.rgem or cfg.sgem or cfg.relup:  # SuperGlobal's SupG.* pooling: no weights, any checkpoint
+        from bitseek.models.cvnet import superglobal_config
+
+        sg = superglobal_config(cfg.depth, gemp=cfg.gemp, rgem=cfg.rgem, sgem=cfg.sgem, relup=cfg.relup)
+        model.set_pooling(**{f: getattr(sg, f) for f in model.POOLING_FIELDS})
+        wdesc["id"] += "-" + model.pooling_id()  # its own feature cache
     if wdesc["random"]:
         print(f"WEIGHTS: random (seed {args.seed}) -- an untrained network: these numbers say nothing about "
               "CVNet's accuracy", flush=True)
@@ -207,7 +213,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     model.to(device)
     report: dict[str, Any] = {
         "overrides": list(args.overrides),
-        "model": {"name": "cvnet", "depth": cfg.depth, "reduction_dim": cfg.reduction_dim},
+        "model": {"name": "cvnet", "depth": cfg.depth, "reduction_dim": cfg.reduction_dim,
+                  "pooling": model.pooling_id() or "cvnet"},
         "weights": wdesc, "scales": list(cfg.scale_list), "query_crop": args.crop, "rerank": args.rerank,
         "shortlist_mode": args.shortlist if args.rerank != "none" else None, "topk": list(cfg.topk_list),
         "plus1m": str(args.plus1m) if args.plus1m else None, "device": str(device),
@@ -234,7 +241,8 @@ def register(sub: Any) -> None:
     sp.set_defaults(func=cmd_test, parser=sp)
     sp.add_argument("overrides", nargs="*", metavar="KEY VALUE",
                     help="the official yacs keys: MODEL.DEPTH, TEST.WEIGHTS (.pyth, a bitseek checkpoint folder, "
-                         "or 'random'), TEST.DATA_DIR, TEST.DATASET_LIST, TEST.SCALE_LIST, TEST.TOPK_LIST")
+                         "or 'random'), TEST.DATA_DIR, TEST.DATASET_LIST, TEST.SCALE_LIST, TEST.TOPK_LIST; "
+                         "SuperGlobal's SupG.gemp / SupG.rgem / SupG.sgem / SupG.relup True|False (default False)")
     sp.add_argument("--plus1m", default=None, metavar="DIR",
                     help="append revisitop's +1M distractors (DIR holds revisitop1m.txt and jpg/)")
     sp.add_argument("--rerank", choices=RERANK_CHOICES, default="cvnet",

@@ -391,11 +391,17 @@ class CVNetTestConfig:
     dataset_list: list[str] = field(default_factory=lambda: ["roxford5k", "rparis6k"])
     scale_list: list[float] = field(default_factory=lambda: [0.7071, 1.0, 1.4142])
     topk_list: list[int] = field(default_factory=lambda: [100])
+    # SuperGlobal's switches (its test.py's SupG.* keys); off = CVNet's own pooling
+    gemp: bool = False  # SupG.gemp
+    rgem: bool = False  # SupG.rgem
+    sgem: bool = False  # SupG.sgem
+    relup: bool = False  # SupG.relup
 
 
 _CVNET_TEST_KEYS = {"MODEL.DEPTH": "depth", "MODEL.HEADS.REDUCTION_DIM": "reduction_dim", "TEST.WEIGHTS": "weights",
                     "TEST.DATA_DIR": "data_dir", "TEST.DATASET_LIST": "dataset_list",
-                    "TEST.SCALE_LIST": "scale_list", "TEST.TOPK_LIST": "topk_list"}
+                    "TEST.SCALE_LIST": "scale_list", "TEST.TOPK_LIST": "topk_list",
+                    "SUPG.GEMP": "gemp", "SUPG.RGEM": "rgem", "SUPG.SGEM": "sgem", "SUPG.RELUP": "relup"}
 # present in the official config but not read by its test (or fixed by it)
 _CVNET_TEST_IGNORED = {
     "CUDNN.BENCHMARK": "the test always runs with cudnn.benchmark off, as the official test_model does",
@@ -438,6 +444,9 @@ def cvnet_test_config(items: list[str]) -> CVNetTestConfig:
                 raise ConfigError(f"{k}: expected a positive whole number, got {raw!r}")
         elif name in ("weights", "data_dir"):
             value = raw  # a path is never a literal
+        elif name in ("gemp", "rgem", "sgem", "relup"):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{k}: expected True or False, got {raw!r}")
         elif name == "dataset_list":
             value = [v for v in value.split(",") if v] if isinstance(value, str) else value
             if not (isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)):

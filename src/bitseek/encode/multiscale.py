@@ -174,9 +174,11 @@ def multiscale_descriptors(model: Any, images: MultiScaleImages, rows: Sequence[
     dev = torch.device(device)
     rows = range(len(images)) if rows is None else rows
     descs: list[torch.Tensor] = []
+    combine = getattr(model, "combine_scales", aggregate_scales)  # CVNet: mean, or SuperGlobal's max
     with _no_cudnn_benchmark():
         for xs in _items(images, rows, num_workers):
-            descs.append(aggregate_scales([model.global_descriptor(x.unsqueeze(0).to(dev)) for x in xs]))
+            per_scale = [model.global_descriptor(x.unsqueeze(0).to(dev)) for x in xs]
+            descs.append(combine(per_scale))
             if progress is not None:
                 progress.update(1)
     if not descs:
