@@ -160,3 +160,15 @@ def test_weights_were_trained_on_tf_scaling_not_imagenet_stats() -> None:
     tf = misfit(LITE_MEAN, LITE_STD)
     imagenet = misfit(tuple(255 * m for m in IMAGENET_MEAN), tuple(255 * s for s in IMAGENET_STD))
     assert tf < 0.6 < 1.0 < imagenet, (tf, imagenet)
+
+
+def test_fused_copy_computes_the_same() -> None:
+    net = build_backbone("efficientnet_lite0", pretrained=True).eval()
+    fused = net.fused_for_inference()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        a, b = net.features(x), fused.features(x)
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(a, torch.zeros_like(a))

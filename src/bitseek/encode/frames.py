@@ -9,7 +9,9 @@ local ``weights`` file (nothing is downloaded). ``crop="full"`` resizes the whol
 (keeps the borders, distorts the aspect ratio).
 
 Resizing runs on the model's device with antialiasing (``F.interpolate``), batched; features stay
-on the device until the end of :meth:`FrameEncoder.encode` (one host transfer).
+on the device until the end of :meth:`FrameEncoder.encode` (one host transfer). EfficientNet-Lite
+runs with its BatchNorms folded into the convolutions, and CPU/CUDA in channels-last layout
+(``benchmarks/bench_decode.py`` reports the frames/s).
 """
 
 from __future__ import annotations
@@ -93,7 +95,11 @@ class FrameEncoder:
         self.pre = preprocess_for(backbone, net)
         last = len(net.feature_info) - 1
         net.out_indices = (last,)
-        self.net = net.to(self.device).eval()
+        if isinstance(net, EfficientNetLite):
+            net = net.fused_for_inference()
+        # channels-last convolutions are faster on CPU (oneDNN) and on CUDA (cuDNN); MPS keeps the default
+        self._memory_format = torch.channels_last if self.device.type in ("cpu", "cuda") else torch.contiguous_format
+        self.net = net.to(self.device, memory_format=self._memory_format).eval()
         self.dim = int(net.feature_info[last].num_chs)
         from bitseek.encode.extract import inference_dtype
 
@@ -130,7 +136,7 @@ class FrameEncoder:
                               antialias=(hh > res or ww > res))
             if self.pre.interpolation == "bicubic":
                 x = x.clamp_(0.0, 255.0)  # bicubic overshoots; the weights saw 0..255 pixels
-        return (x - self._mean) / self._std
+        return ((x - self._mean) / self._std).contiguous(memory_format=self._memory_format)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
