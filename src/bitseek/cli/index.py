@@ -156,6 +156,13 @@ def _text(value: Any) -> str:
 def cmd_search(args: argparse.Namespace) -> int:
     from bitseek.index import load_index
 
+    if args.collection is not None:
+        from bitseek.cli.collection import cmd_search_collection
+
+        return cmd_search_collection(args)
+    for flag, value in (("--index", args.index), ("--queries", args.queries)):
+        if value is None:
+            raise InputError(f"search: {flag} is required (or search a collection: --collection DIR --video/--image/--id)")
     kind = _kind(args.index, "--index")
     if kind != "index":
         what = {"codes": "a code set", "features": "a feature set", "npy": "a .npy array"}[kind]
@@ -235,8 +242,11 @@ def register(sub: Any) -> None:
     help_ = "search an index with query codes (top-k or radius); prints a table, or JSON with --json"
     sp = sub.add_parser("search", help=help_, description=help_)
     sp.set_defaults(func=cmd_search)
-    sp.add_argument("--index", required=True, help="index file (bitseek index --out)")
-    sp.add_argument("--queries", required=True, help="CodeSet / FeatureSet file, or .npy codes (rows are the ids)")
+    sp.add_argument("--index", default=None, help="index file (bitseek index --out)")
+    sp.add_argument("--queries", default=None, help="CodeSet / FeatureSet file, or .npy codes (rows are the ids)")
+    from bitseek.cli.collection import add_search_args
+
+    add_search_args(sp)
     sp.add_argument("-k", "--k", type=_positive, default=None,
                     help="hits per query (default 10); with --radius: keep at most the k best")
     sp.add_argument("--radius", default=None,

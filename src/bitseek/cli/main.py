@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     retrieval_commands.register(sub)  # retrieval test
 
+    from bitseek.cli import collection as collection_commands
+
+    collection_commands.register(sub)  # ingest (search --collection is a flag of search)
+
     sp = add("convert", cmd_convert, "import an official released checkpoint into a bitseek one (`bitseek list converters`)")
     which = sp.add_mutually_exclusive_group(required=True)
     which.add_argument("--config", "--cfg", dest="config",
