@@ -26,13 +26,13 @@ the same way. Search has two stages:
 
 1. the index: an item's vector is ``L2(mean_t f_t)`` (float collections: exact cosine, ``float-ip``)
    or the model's code of its ``(N, dim)`` frame rows (Hamming, ``flat``). Top-k keeps a shortlist
-   (``max(4k, 64)`` for float, ``k`` for codes); ``radius`` keeps every item within it, in the
-   index's own terms (cosine >= radius, or Hamming distance <= radius);
+   of ``max(4k, 64)``; ``radius`` keeps every item within it, in the index's own terms (cosine >=
+   radius, or Hamming distance <= radius);
 2. the frames: each candidate gets ``score = mean_i max_j <q_i, f_j>`` (Chamfer similarity: every
    query frame's best-matching stored frame, averaged), which is what a near-duplicate or a clip of
    a longer video shares with its source even when the mean vectors of busy videos look alike.
    Float collections are ordered by ``score``; code collections by Hamming ``distance``, ``score``
-   breaking ties. The hit's ``time`` is the stored frame ``j`` maximising ``max_i <q_i, f_j>``.
+   breaking its many ties. The hit's ``time`` is the stored frame ``j`` maximising ``max_i <q_i, f_j>``.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ DEFAULT_FRAMES = 16
 DEFAULT_BACKBONE = "efficientnet_lite0"
 SAMPLINGS = ("uniform", "shots")
 _REFRESH_SECONDS = 2.0
-SHORTLIST_FACTOR = 4  # float collections: the first stage keeps max(4k, 64) candidates for the frame-level re-score
+SHORTLIST_FACTOR = 4  # the first stage keeps max(4k, 64) candidates for the frame-level re-score
 SHORTLIST_MIN = 64
+DECODE_SHORT_SIDE = 256  # videos are decoded scaled to this short side (the extractor resizes to 224 anyway)
 
 
 class ItemNotFound(InputError):
@@ -438,7 +439,7 @@ class Collection:
         """Features ``(n, dim)`` of a query video, sampled as the collection's videos were."""
         from bitseek.media import sample_video
 
-        frames, _times, _dur = sample_video(path, self.frames, mode=self.sampling)
+        frames, _times, _dur = sample_video(path, self.frames, mode=self.sampling, short_side=DECODE_SHORT_SIDE)
         return self.frame_encoder().encode(frames)
 
     def search_image(self, img: Any, k: int = 10, radius: float | None = None) -> list[Hit]:
@@ -466,8 +467,7 @@ class Collection:
         hamming = self.model.metric == "hamming"
         q = self.model.encode(pad_frames(qframes, self.frames)[None])
         if radius is None:
-            depth = k + (exclude is not None) if hamming else max(SHORTLIST_FACTOR * k, SHORTLIST_MIN)
-            dist, ids = index.search(q, depth)
+            dist, ids = index.search(q, max(SHORTLIST_FACTOR * k, SHORTLIST_MIN))
             pairs = [(float(d), int(i)) for d, i in zip(dist[0], ids[0]) if i >= 0]
         else:
             d, i = index.range_search(q, _check_radius(radius, self.model.metric))[0]

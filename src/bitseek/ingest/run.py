@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bitseek.collection import Collection
+from bitseek.collection import DECODE_SHORT_SIDE, Collection
 from bitseek.errors import BitseekError
 from bitseek.ingest.models import ItemModel, pad_frames, parse_model_arg
 from bitseek.ingest.walk import content_hash, guess_kind, walk_sources
@@ -102,7 +102,7 @@ def decode_file(path: Path, kind: str, frames: int, sampling: str) -> Decoded:
     else:
         from bitseek.media import sample_video
 
-        pixels, times, duration = sample_video(path, frames, mode=sampling)
+        pixels, times, duration = sample_video(path, frames, mode=sampling, short_side=DECODE_SHORT_SIDE)
         if len(pixels) == 0:
             raise BitseekError(f"{path}: no decodable frames")
     mid = pixels[len(pixels) // 2]
