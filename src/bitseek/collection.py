@@ -207,8 +207,10 @@ class Collection:
             frames = DEFAULT_FRAMES if frames is None else int(frames)
             sampling = sampling or "uniform"
             backbone = backbone or DEFAULT_BACKBONE
+            enc = None
             if dim is None:
-                dim = int(_frame_encoder(backbone).dim)
+                enc = _frame_encoder(backbone)
+                dim = int(enc.dim)
             model = ItemModel.float_model(dim, backbone)
             tmp = root / f".{CATALOG_FILE}.creating"
             for p in root.glob(f".{CATALOG_FILE}.creating*"):
@@ -221,6 +223,7 @@ class Collection:
             cat.close()
             os.replace(tmp, root / CATALOG_FILE)  # a catalog exists complete with its settings, or not at all
             col = cls(root, Catalog(root / CATALOG_FILE), lock)
+            col._encoder = enc
             col.reconcile()
         except BaseException:
             lock.release()

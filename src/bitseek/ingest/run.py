@@ -111,9 +111,13 @@ def decode_file(path: Path, kind: str, frames: int, sampling: str) -> Decoded:
 
 
 def _failure(path: Path, e: BaseException) -> str:
+    """Why a file was skipped, without repeating its path (the report pairs the two)."""
     msg = str(e)
+    for prefix in (f"{path}: ", f"{path.name}: "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
     if isinstance(e, BitseekError):
-        return msg if str(path) in msg else f"{msg}"
+        return msg
     return f"cannot decode ({type(e).__name__}: {msg})"
 
 
@@ -134,11 +138,14 @@ def ingest(sources: list[str], directory: str | os.PathLike[str], *, frames: int
     col = Collection.create(root, frames=frames, sampling=sampling, backbone=backbone, dim=dim)
     report = IngestReport(ignored=ignored)
     try:
-        enc = encoder if encoder is not None else col.frame_encoder()
-        if int(enc.dim) != col.dim:
-            raise BitseekError(f"--backbone: the frame extractor gives {enc.dim}-d features, the collection holds "
-                               f"{col.dim}-d")
-        _run(col, files, report, decode, enc, show_progress, save_every)
+        def get_encoder() -> Any:  # loaded when the first new file needs it: a no-op re-run stays fast
+            enc = encoder if encoder is not None else col.frame_encoder()
+            if int(enc.dim) != col.dim:
+                raise BitseekError(f"--backbone: the frame extractor gives {enc.dim}-d features, the collection "
+                                   f"holds {col.dim}-d")
+            return enc
+
+        _run(col, files, report, decode, get_encoder, show_progress, save_every)
         if prune:
             gone = [it.id for it in col.catalog.items("ready") if not Path(it.path).exists()]
             report.pruned = col.remove(gone)
@@ -157,8 +164,8 @@ def ingest(sources: list[str], directory: str | os.PathLike[str], *, frames: int
     return report
 
 
-def _run(col: Collection, files: list[Path], report: IngestReport, decode: Callable[..., Decoded], enc: Any,
-         show_progress: bool, save_every: float) -> None:
+def _run(col: Collection, files: list[Path], report: IngestReport, decode: Callable[..., Decoded],
+         get_encoder: Callable[[], Any], show_progress: bool, save_every: float) -> None:
     from bitseek.progress import progress
 
     cat = col.catalog
@@ -177,19 +184,28 @@ def _run(col: Collection, files: list[Path], report: IngestReport, decode: Calla
     def finish_one() -> None:
         nonlocal last_save, save_cost
         item_id, path, fut, _ = inflight.popleft()
-        try:
-            d, dt = fut.result()
-            report.decode_seconds += dt
-            t = time.perf_counter()
-            feats = np.asarray(enc.encode(d.pixels), dtype=np.float32)
-            report.encode_seconds += time.perf_counter() - t
-        except Exception as e:  # one unreadable file must not stop a long ingest
+
+        def skip(e: BaseException) -> None:
             cat.delete([item_id])
             reason = _failure(path, e)
             report.failed.append((str(path), reason))
-            log.warning("skipped %s: %s", path, reason)
+            log.debug("skipped %s: %s", path, reason)
             bar.update(1)
+
+        try:
+            d, dt = fut.result()
+        except Exception as e:  # one unreadable file must not stop a long ingest
+            skip(e)
             return
+        report.decode_seconds += dt
+        enc = get_encoder()
+        t = time.perf_counter()
+        try:
+            feats = np.asarray(enc.encode(d.pixels), dtype=np.float32)
+        except BitseekError as e:  # e.g. an image too small or too large for the extractor
+            skip(e)
+            return
+        report.encode_seconds += time.perf_counter() - t
         cat.mark_ready(item_id, feats.astype(np.float16), d.times.tolist(), d.duration, d.thumbnail, d.width,
                        d.height, col.sampling if len(d.times) > 1 or d.duration is not None else None)
         col.add_ready([item_id], pad_frames(feats.astype(np.float16).astype(np.float32), col.frames)[None])
@@ -210,7 +226,7 @@ def _run(col: Collection, files: list[Path], report: IngestReport, decode: Calla
                 st = path.stat()
             except OSError as e:
                 report.failed.append((str(path), f"cannot read ({e.strerror})"))
-                log.warning("skipped %s: cannot read (%s)", path, e.strerror)
+                log.debug("skipped %s: cannot read (%s)", path, e.strerror)
                 bar.update(1)
                 continue
             spath = str(path)
@@ -223,7 +239,7 @@ def _run(col: Collection, files: list[Path], report: IngestReport, decode: Calla
                 digest = content_hash(path)
             except OSError as e:
                 report.failed.append((spath, f"cannot read ({e.strerror})"))
-                log.warning("skipped %s: cannot read (%s)", path, e.strerror)
+                log.debug("skipped %s: cannot read (%s)", path, e.strerror)
                 bar.update(1)
                 continue
             same = cat.by_hash(digest)
