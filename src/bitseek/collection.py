@@ -63,6 +63,7 @@ DEFAULT_FRAMES = 16
 DEFAULT_BACKBONE = "efficientnet_lite0"
 SAMPLINGS = ("uniform", "shots")
 _REFRESH_SECONDS = 2.0
+WRITER_WAIT_S = 10.0  # a writer waits this long for a reader that is repairing the collection on open
 SHORTLIST_FACTOR = 4  # the first stage keeps max(4k, 64) candidates for the frame-level re-score
 SHORTLIST_MIN = 64
 DECODE_SHORT_SIDE = 256  # videos are decoded scaled to this short side (the extractor resizes to 224 anyway)
@@ -99,13 +100,19 @@ class _WriteLock:
         self.path = root / LOCK_FILE
         self._fd: int | None = None
 
-    def acquire(self, wait: bool = False) -> bool:
+    def acquire(self, wait_s: float = 0.0) -> bool:
+        """Take the lock, retrying for up to ``wait_s`` seconds (a repairing reader holds it briefly)."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            return False
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -166,7 +173,7 @@ class Collection:
             raise BitseekError(f"--collection {directory}: not a collection (no {CATALOG_FILE}); "
                                f"create one with: bitseek ingest SRC --collection {directory}")
         lock = _WriteLock(root)
-        got = lock.acquire()
+        got = lock.acquire(WRITER_WAIT_S if write else 0.0)
         if write and not got:
             raise CollectionBusy(f"--collection {directory}: another process (pid {lock.holder()}) is writing "
                                  "to it; wait for that ingest to finish")
@@ -201,7 +208,7 @@ class Collection:
                              "new folder")
         root.mkdir(parents=True, exist_ok=True)
         lock = _WriteLock(root)
-        if not lock.acquire():
+        if not lock.acquire(WRITER_WAIT_S):
             raise CollectionBusy(f"--collection {directory}: another process (pid {lock.holder()}) is creating it")
         try:
             frames = DEFAULT_FRAMES if frames is None else int(frames)

@@ -77,6 +77,12 @@ def test_rerun_adds_only_new_content(tmp_path, encoder):
     with _consistent(root) as col:
         assert len(col) == 3 and all(it.kind == "image" for it in col.catalog.items())
 
+    shutil.copy(src / "coffee.png", src / "cat.png")  # a path overwritten with another item's bytes
+    rep = ingest([str(src)], root, encoder=encoder, show_progress=False)
+    assert rep.replaced == 1 and rep.added == 0
+    with _consistent(root) as col:
+        assert sorted(Path(it.path).name for it in col.catalog.items()) == ["astronaut.png", "coffee.png"]
+
 
 def test_index_damage_and_lag_are_repaired_on_open(tmp_path, encoder):
     src, root = tmp_path / "src", tmp_path / "col"
@@ -121,7 +127,10 @@ def test_features_h5_is_the_ssvh_layout(tmp_path, encoder):
     assert H5Shards([root / "features.h5"]).shape == (2, 6, 1280)  # the readers training uses
 
 
-def test_settings_are_fixed_per_collection(tmp_path, encoder):
+def test_settings_are_fixed_per_collection(tmp_path, encoder, monkeypatch):
+    import bitseek.collection
+
+    monkeypatch.setattr(bitseek.collection, "WRITER_WAIT_S", 0.3)
     src, root = tmp_path / "src", tmp_path / "col"
     _photos(src, ("coffee.png",))
     ingest([str(src)], root, frames=4, encoder=encoder, show_progress=False)
@@ -163,3 +172,16 @@ def test_itq_on_the_collection_then_back_to_float(tmp_path, encoder):
         assert col.model.kind == "float"
         assert not any((root / "models").iterdir())  # the ITQ folder went with its model
         assert len(list(root.glob("index-*.bsi"))) == 1
+
+
+def test_progress_bar_shows_files_frames_and_rate(tmp_path, encoder, monkeypatch, capsys):
+    import bitseek.progress
+
+    monkeypatch.setattr(bitseek.progress, "enabled", lambda: True)  # as on a terminal
+    src = tmp_path / "src"
+    _photos(src, ("coffee.png",))
+    shutil.copy(packaged_video("carphone_pristine.mp4"), src / "carphone.mp4")
+    ingest([str(src)], tmp_path / "col", frames=3, encoder=encoder)
+    err = capsys.readouterr().err
+    assert "ingest" in err and "2/2" in err and "file/s" in err
+    assert "frames=4" in err and "fps=" in err

@@ -212,8 +212,8 @@ def _run(col: Collection, files: list[Path], report: IngestReport, decode: Calla
         report.added += 1
         report.frames += int(feats.shape[0])
         el = max(time.perf_counter() - t_start, 1e-9)
-        bar.update(1)
         bar.set_postfix(frames=report.frames, fps=f"{report.frames / el:.1f}", refresh=False)
+        bar.update(1)
         if time.monotonic() - last_save >= max(save_every, SAVE_COST_RATIO * save_cost):
             t = time.monotonic()
             col.save_index()
@@ -243,6 +243,9 @@ def _run(col: Collection, files: list[Path], report: IngestReport, decode: Calla
                 bar.update(1)
                 continue
             same = cat.by_hash(digest)
+            if same is not None and known and same.id not in {it.id for it in known}:
+                col.remove([it.id for it in known])  # this path now holds another item's content
+                report.replaced += 1
             if same is not None:
                 if same.path == spath:  # touched, same bytes
                     cat.set_path(same.id, spath, st.st_size, st.st_mtime_ns)
