@@ -88,6 +88,7 @@ def test_an_edited_chelsea_finds_chelsea(col):
     hits = col.search_image(edited, k=3)
     assert _name(hits[0]) == "chelsea.png" and hits[0].kind == "image" and hits[0].time is None
     assert hits[0].score > hits[1].score + 0.2
+    assert col.search_image(np.asarray(edited.convert("RGB")), k=3) == hits  # an RGB array is the same query
 
 
 def test_by_id_radius_and_metadata(col):

@@ -432,17 +432,23 @@ class Collection:
         return jpeg
 
     def image_frames(self, img: Any) -> np.ndarray:
-        """Features ``(1, dim)`` of an image given as a path or a PIL image."""
+        """Features ``(1, dim)`` of an image: a path, a PIL image, or an RGB uint8 ``(H, W, 3)`` array."""
         if isinstance(img, (str, os.PathLike)):
             from bitseek.media import read_image
 
             pixels = read_image(img)
+        elif isinstance(img, np.ndarray):
+            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+                raise InputError(f"search_image(): an array must be RGB uint8 (H, W, 3), got {img.dtype} {img.shape}")
+            pixels = img
         else:
-            from PIL import Image, ImageOps
+            from PIL import Image
+
+            from bitseek.media import to_rgb_array
 
             if not isinstance(img, Image.Image):
-                raise InputError(f"search_image(): expected a PIL image or a path, got {type(img).__name__}")
-            pixels = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+                raise InputError(f"search_image(): expected a path, a PIL image or an RGB array, got {type(img).__name__}")
+            pixels = to_rgb_array(img, "query image")
         return self.frame_encoder().encode(pixels[None])
 
     def video_frames(self, path: str | os.PathLike[str]) -> np.ndarray:
