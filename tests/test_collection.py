@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 av = pytest.importorskip("av", reason="video decoding needs PyAV (bitseek[collections])")
-pytest.importorskip("bitseek.media", reason="decoding lands with issue 13 item 1 (bitseek.media)")
 
 from bitseek.collection import Collection, Hit  # noqa: E402
 from bitseek.ingest.run import ingest  # noqa: E402

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("av", reason="video decoding needs PyAV (bitseek[collections])")
-pytest.importorskip("bitseek.media", reason="decoding lands with issue 13 item 1 (bitseek.media)")
 
 from bitseek.cli.main import main  # noqa: E402
 from bitseek.media.samples import packaged_image, packaged_video  # noqa: E402

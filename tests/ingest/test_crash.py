@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("av", reason="video decoding needs PyAV (bitseek[collections])")
-pytest.importorskip("bitseek.media", reason="decoding lands with issue 13 item 1 (bitseek.media)")
 
 import bitseek  # noqa: E402
 from bitseek.collection import Collection  # noqa: E402
