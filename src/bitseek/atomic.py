@@ -107,10 +107,9 @@ def temp_prefix(target_name: str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on clean exit it atomically replaces ``path``."""
-    if "w" not in mode:
-        raise ValueError(f"atomic_open only writes; got mode {mode!r}")
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path`` for writers that open files themselves (h5py, faiss);
+    on a clean exit it is fsynced and renamed over ``path``, on an error it is removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_dir():
@@ -119,11 +118,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
         raise InputError(f"{target}: is a directory; give a file path to write")
     sweep_stale_temporaries(target.parent, target.name)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target.name), suffix=".tmp", dir=target.parent)
+    os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a plain open() would
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
@@ -131,6 +130,15 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
+    """Open ``path`` for writing through :func:`atomic_path`: readers see the old file or the new one."""
+    if "w" not in mode:
+        raise ValueError(f"atomic_open only writes; got mode {mode!r}")
+    with atomic_path(path) as tmp, open(tmp, mode) as fh:
+        yield fh
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -17,16 +17,14 @@ either the previous complete export or the new one. Training reads it with::
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bitseek.atomic import _fsync_dir, _umask, sweep_stale_temporaries, temp_prefix
+from bitseek.atomic import atomic_path
 from bitseek.catalog import Catalog
 from bitseek.data.base import RetrievalData
 from bitseek.errors import ConfigError, FileFormatError
@@ -58,36 +56,22 @@ def export_features(catalog: Catalog, path: Path, frames: int, dim: int) -> int:
 
     ids = catalog.ids("ready")
     items = catalog.many(ids.tolist())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temporaries(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a plain open() would
-        with h5py.File(tmp, "w") as fh:
-            feats = fh.create_dataset("feats", shape=(len(ids), frames, dim), dtype=np.float32)
-            times = fh.create_dataset("times", shape=(len(ids), frames), dtype=np.float32)
-            fh.create_dataset("ids", data=ids)
-            fh.attrs["layout"] = "SSVH feats (videos, frames, dim); ids = bitseek catalog ids"
-            at = 0
-            ordered = ids.tolist()
-            for s in range(0, len(ordered), _BLOCK):
-                block = list(catalog.iter_frames(ordered[s:s + _BLOCK], dim))
-                if len(block) != len(ordered[s:s + _BLOCK]):
-                    raise FileFormatError(f"{catalog.path}: a ready item has no stored features")
-                feats[at:at + len(block)] = np.stack([pad_frames(f, frames) for _, f in block])
-                times[at:at + len(block)] = np.stack([
-                    pad_frames(np.asarray(items[i].frame_times or [0.0] * f.shape[0], np.float32)[:, None], frames)[:, 0]
-                    for i, f in block])
-                at += len(block)
-        with open(tmp, "rb") as f2:
-            os.fsync(f2.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
+        feats = fh.create_dataset("feats", shape=(len(ids), frames, dim), dtype=np.float32)
+        times = fh.create_dataset("times", shape=(len(ids), frames), dtype=np.float32)
+        fh.create_dataset("ids", data=ids)
+        fh.attrs["layout"] = "SSVH feats (videos, frames, dim); ids = bitseek catalog ids"
+        at = 0
+        ordered = ids.tolist()
+        for s in range(0, len(ordered), _BLOCK):
+            block = list(catalog.iter_frames(ordered[s:s + _BLOCK], dim))
+            if len(block) != len(ordered[s:s + _BLOCK]):
+                raise FileFormatError(f"{catalog.path}: a ready item has no stored features")
+            feats[at:at + len(block)] = np.stack([pad_frames(f, frames) for _, f in block])
+            times[at:at + len(block)] = np.stack([
+                pad_frames(np.asarray(items[i].frame_times or [0.0] * f.shape[0], np.float32)[:, None], frames)[:, 0]
+                for i, f in block])
+            at += len(block)
     return len(ids)
 
 
