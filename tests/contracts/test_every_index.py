@@ -42,6 +42,9 @@ CASES: dict[str, list[Case]] = {
         Case("faiss:BFlat", exact=True),
         Case("faiss:BIVF8_HNSW8,nprobe=3", exact=False, recall=0.9, params={"nprobe": 8}, range_exact=False),
     ],
+    # a server engine: tests/index/test_milvus.py starts the embedded server and holds it to faiss flat
+    "milvus": [],
+    "milvus-ip": [],
 }
 ALL = [pytest.param(c, id=c.spec) for cases in CASES.values() for c in cases]
 BITS, N, NQ, K = 32, 600, 40, 10

@@ -325,6 +325,8 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "hnsw": ("bitseek.index.faiss.hnsw:BinaryHNSWIndex", "HNSW graph over Hamming codes, hnsw<M>"),
     "float-ip": ("bitseek.index.faiss.float_ip:FloatIPIndex", "exact inner product over float descriptors"),
     "faiss": ("bitseek.index.faiss.factory:FaissFactoryIndex", "faiss:<binary factory string>, passed through"),
+    "milvus": ("bitseek.index.milvus:MilvusIndex", "Milvus collection of binary codes (HAMMING), milvus:uri=…,collection=…"),
+    "milvus-ip": ("bitseek.index.milvus:MilvusFloatIndex", "Milvus collection of float descriptors (IP)"),
 }
 _LOADED: dict[str, type[SearchIndex]] = {}
 
