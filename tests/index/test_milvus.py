@@ -171,7 +171,7 @@ def test_unreachable_server_is_a_config_error():
     from bitseek.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cannot reach Milvus"):
-        make_index("milvus:uri=http://127.0.0.1:9,collection=x", bits=16)
+        make_index("milvus:uri=http://127.0.0.1:9,collection=x,timeout=2", bits=16)
 
 
 def test_cli_index_and_search_through_a_descriptor(server, tmp_path, capsys):
@@ -182,13 +182,14 @@ def test_cli_index_and_search_through_a_descriptor(server, tmp_path, capsys):
 
     codes = _codes(200, seed=6)
     CodeSet(codes, np.arange(200), 16, meta={"path": [f"c{i}" for i in range(200)]}).save(tmp_path / "db.codes")
+    CodeSet(codes[:12], np.arange(12), 16).save(tmp_path / "q.codes")
     spec = _spec(server)
     assert main(["index", "--codes", str(tmp_path / "db.codes"), "--spec", spec, "--out", str(tmp_path / "m.index")]) == 0
     assert main(["index", "--codes", str(tmp_path / "db.codes"), "--out", str(tmp_path / "f.index")]) == 0
     capsys.readouterr()
     got = []
     for ix in ("m.index", "f.index"):
-        assert main(["search", "--index", str(tmp_path / ix), "--queries", str(tmp_path / "db.codes"), "-k", "5",
+        assert main(["search", "--index", str(tmp_path / ix), "--queries", str(tmp_path / "q.codes"), "-k", "5",
                      "--json"]) == 0
         got.append(json.loads(capsys.readouterr().out))
     assert got[0]["engine"] == "milvus"

@@ -8,10 +8,11 @@ Two engines (the spec's metric decides how ``make_index`` sizes the index):
   ``FLOAT_VECTOR`` with ``IP``.
 
 The collection has an ``INT64`` primary key ``id`` (our ids), the vector ``vec`` and a ``JSON`` field
-``meta`` (the per-item metadata columns). Reads use ``Session`` consistency by default: a search sees
-every write this client made before it (and everything flushed, e.g. by ``save``), without ``Strong``'s
-wait for the cluster's next time tick (about 200 ms per call); ``consistency=Strong`` also sees other
-clients' unflushed writes. Tie rule: results are ordered by (distance, id) — ascending id among equal
+``meta`` (the per-item metadata columns). Reads use ``Strong`` consistency by default: a search sees
+every write made before it, deletes included, at the price of waiting for the cluster's next time tick
+(about 200 ms per call). ``consistency=Session`` skips that wait and sees this client's inserts and
+everything flushed (``save`` flushes), but Milvus 2.3.5 does not order a search after this client's
+deletes (measured: a search right after ``remove`` still returned the removed ids). Tie rule: results are ordered by (distance, id) — ascending id among equal
 distances, which is the exact faiss engines' insertion order whenever ids were added in ascending
 order (as ``bitseek encode``/``merge`` write them). For ``BIN_FLAT`` a tie at the k-th place is
 resolved the same way (the tied items are fetched by a range search and the smallest ids kept), so
@@ -65,7 +66,8 @@ class MilvusIndex(SearchIndex):
     search_params: ClassVar[dict[str, int]] = {"nprobe": 1}
     options_spec: ClassVar[dict[str, Any]] = {"uri": "http://127.0.0.1:19530", "collection": "bitseek",
                                               "index": "BIN_FLAT", "nlist": (128, 1), "nprobe": (8, 1),
-                                              "token": "", "db": "default", "consistency": "Session"}
+                                              "token": "", "db": "default", "consistency": "Strong",
+                                              "timeout": (30, 1)}
     _INDEXES: ClassVar[tuple[str, ...]] = ("BIN_FLAT", "BIN_IVF_FLAT")
     _METRIC: ClassVar[str] = "HAMMING"
 
@@ -95,7 +97,7 @@ class MilvusIndex(SearchIndex):
         if opts["token"]:
             kw["token"] = str(opts["token"])
         try:
-            pm.connections.connect(self._alias, timeout=30, **kw)
+            pm.connections.connect(self._alias, timeout=int(opts["timeout"]), **kw)
         except Exception as e:  # the client raises its own exception types
             raise ConfigError(f"{self.engine}: cannot reach Milvus at {opts['uri']} ({type(e).__name__}: {e})") from None
         self._coll = self._open_collection(pm, str(opts["collection"]))
@@ -144,7 +146,7 @@ class MilvusIndex(SearchIndex):
             parts += [f"nlist={o['nlist']}", f"nprobe={o['nprobe']}"]
         if o["db"] != "default":
             parts.append(f"db={o['db']}")
-        if self._consistency != "Session":
+        if self._consistency != "Strong":
             parts.append(f"consistency={self._consistency}")
         return f"{self.engine}:" + ",".join(parts)
 
