@@ -226,7 +226,8 @@ _MODEL_MODULES = (
 
 MODELS = Registry("model", _MODEL_MODULES)
 DATASETS = Registry("dataset", ("bitseek.data.video_features", "bitseek.data.images", "bitseek.data.revisited",
-                                "bitseek.data.embedded.moving_mnist", "bitseek.ingest.features"))
+                                "bitseek.data.embedded.moving_mnist", "bitseek.data.embedded.landmarks",
+                                "bitseek.ingest.features"))
 BACKBONES = Registry("backbone", ("bitseek.models.backbones",))
 CONVERTERS = Registry("converter", _MODEL_MODULES)
 ENGINES = Registry("index engine", ("bitseek.index",))

@@ -174,3 +174,29 @@ def test_evaluator_oracle_random_and_colour_histogram(tiny):
     res = evaluate(np.argsort(-(qd @ x.T), axis=1, kind="stable").T, g)
     for p, r in res.items():
         assert rand[p] + 10 < r.map < 95.0, (p, r.map, rand[p])  # informative, not solved
+
+
+def test_read_by_the_cvnet_test_readers(tiny):
+    """``TEST.DATA_DIR`` = the build root, ``--plus1m`` = the build root: CVNet's readers accept both."""
+    from bitseek.data.revisited import read_distractors, revisitop_images
+
+    imgs = revisitop_images(tiny, NAME)
+    g = _gnd(tiny)
+    assert len(imgs.query) == len(g["qimlist"]) and len(imgs.database) == len(g["imlist"])
+    assert imgs.boxes[0] == tuple(g["gnd"][0]["bbx"])
+    paths = read_distractors(tiny)
+    assert len(paths) == read_manifest(tiny)["sizes"]["distractors"] and all(p.is_file() for p in paths)
+
+
+def test_dataset_preset_builds_and_reads(tiny, tmp_path):
+    from bitseek.data.base import load_data
+    from bitseek.data.embedded.landmarks import LandmarksConfig
+    from bitseek.registry import DATASETS
+
+    assert "landmarks" in DATASETS.names()
+    data = load_data(LandmarksConfig(root=str(tiny), size="tiny", max_size=64))
+    g = _gnd(tiny)
+    assert len(data.query) == len(g["qimlist"]) and len(data.searched) == len(g["imlist"])
+    assert data.gnd["imlist"] == g["imlist"] and max(data.searched[0]["image"].shape[1:]) <= 64
+    with pytest.raises(ConfigError, match="landmarks.size"):
+        load_data(LandmarksConfig(root=str(tmp_path / "x"), size="huge"))

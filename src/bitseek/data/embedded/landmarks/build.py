@@ -10,7 +10,7 @@ Layout under ``root``::
     train/<class>/<name>.jpg            disjoint training split, one folder per landmark
     bitseek-dataset.json                manifest, written last: parameters, sources, sizes, checksums
 
-Each test photograph holds ``LANDMARKS_PER_PHOTO`` disjoint landmark regions; queries are frontal
+Each test photograph holds two or three disjoint landmark regions (:func:`landmarks_per_photo`); queries are frontal
 views of one with ``bbx`` = the region's projection, the database mixes views near each region,
 hard views of it, views shifted off it and views of anywhere else in the same photograph (so a
 same-scene view with the same colours is often a negative). Labels are computed geometrically by
@@ -41,7 +41,7 @@ from bitseek.errors import ConfigError, FileFormatError
 from bitseek.progress import progress
 
 __all__ = ["DISTRACTOR_DIR", "DISTRACTOR_LIST", "FORMAT", "MANIFEST", "NAME", "SIZES", "TRAIN_DIR", "VERSION",
-           "SizeSpec", "build_landmarks", "landmark_regions", "read_manifest"]
+           "SizeSpec", "build_landmarks", "landmark_regions", "landmarks_per_photo", "read_manifest"]
 
 NAME = "landmarks"
 MANIFEST = "bitseek-dataset.json"
@@ -50,7 +50,7 @@ VERSION = 1
 DISTRACTOR_DIR = "revisitop1m"
 DISTRACTOR_LIST = "revisitop1m.txt"
 TRAIN_DIR = "train"
-LANDMARKS_PER_PHOTO = 2
+WIDE_PHOTO = 600  # a photograph this long (pixels, longer side) holds three landmarks, a smaller one two
 DB_MIX = (("near", 0.3), ("hard", 0.35), ("partial", 0.15), ("other", 0.2))
 _OURS = (NAME, DISTRACTOR_DIR, TRAIN_DIR, MANIFEST)
 _TMP_PREFIX = ".landmarks-build."
@@ -82,9 +82,15 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
     return _read_manifest_file(Path(root) / MANIFEST)
 
 
-def landmark_regions(rng: np.random.Generator, world: tuple[int, int], k: int = LANDMARKS_PER_PHOTO) -> np.ndarray:
+def landmarks_per_photo(world: tuple[int, int]) -> int:
+    """Three regions where the photograph is large enough that each still renders near full resolution."""
+    return 3 if max(world) >= WIDE_PHOTO else 2
+
+
+def landmark_regions(rng: np.random.Generator, world: tuple[int, int], k: int | None = None) -> np.ndarray:
     """``(k, 4)`` disjoint rectangles (x1, y1, x2, y2): one inside each of ``k`` strips along the longer side."""
     W, H = world
+    k = landmarks_per_photo(world) if k is None else k
     out = []
     for i in range(k):
         if W >= H:
@@ -191,7 +197,7 @@ def _build_test(w: _Writer, spec: SizeSpec, seed: int, textures: list[np.ndarray
     for pi, (photo, pixels, sha) in enumerate(progress(photos, desc="landmarks test", unit="scene")):
         world = (pixels.shape[1], pixels.shape[0])
         regions = landmark_regions(_rng(seed, 1, pi, 0), world)
-        n_q = LANDMARKS_PER_PHOTO * spec.queries_per_landmark
+        n_q = len(regions) * spec.queries_per_landmark
         numbers = _rng(seed, 1, pi, 3).permutation(n_q + spec.db_per_photo)
         key = f"{photo.name}:{sha}"
         first_q = len(qinfo)
@@ -207,7 +213,7 @@ def _build_test(w: _Writer, spec: SizeSpec, seed: int, textures: list[np.ndarray
                 views[name] = {**view.to_json(), "scene": photo.name, "landmark": li, "bbx": bbx}
         kinds = _kinds(spec.db_per_photo, _rng(seed, 1, pi, 4))
         for j, kind in enumerate(kinds):
-            li = j % LANDMARKS_PER_PHOTO
+            li = j % len(regions)
             view = sample_view(_rng(seed, 1, pi, 2, j), world, regions[li], kind, spec.max_side, len(textures))
             name = f"{photo.name}_{numbers[n_q + j]:06d}"
             jpeg, mask = render_view(key, pixels, view, textures)

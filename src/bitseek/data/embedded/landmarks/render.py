@@ -226,7 +226,7 @@ def sample_view(rng: np.random.Generator, world: tuple[int, int], target: np.nda
         else:
             c_img = apply_homography(h_inv, where[None, :])[0]
             target_px = math.sqrt(tw * th) / math.sqrt(abs(np.linalg.det(view.homography[:2, :2])) + 1e-12)
-            r = radius * target_px
+            r = min(radius * target_px, 0.3 * min(size))  # never a wall over the whole frame
         view.occluders.append(_occluder(rng, c_img, r, n_textures))
     return view
 
