@@ -200,3 +200,18 @@ def test_dataset_preset_builds_and_reads(tiny, tmp_path):
     assert data.gnd["imlist"] == g["imlist"] and max(data.searched[0]["image"].shape[1:]) <= 64
     with pytest.raises(ConfigError, match="landmarks.size"):
         load_data(LandmarksConfig(root=str(tmp_path / "x"), size="huge"))
+
+
+def test_a_killed_build_leaves_nothing_that_counts(tiny, tmp_path):
+    """Without the manifest (written last) a folder is rebuilt; a dead build's temporary folder is swept."""
+    import shutil
+
+    root = tmp_path / "killed"
+    shutil.copytree(tiny, root)
+    (root / MANIFEST).unlink()  # as if killed before the manifest
+    dead = root / ".landmarks-build.999999999.x.tmp"
+    dead.mkdir()
+    (dead / "part.jpg").write_bytes(b"half")
+    build_landmarks(root, size="tiny", seed=0)
+    assert read_manifest(root)["files"] == read_manifest(tiny)["files"]
+    assert not dead.exists()

@@ -51,7 +51,7 @@ DISTRACTOR_DIR = "revisitop1m"
 DISTRACTOR_LIST = "revisitop1m.txt"
 TRAIN_DIR = "train"
 WIDE_PHOTO = 600  # a photograph this long (pixels, longer side) holds three landmarks, a smaller one two
-DB_MIX = (("near", 0.3), ("hard", 0.35), ("partial", 0.15), ("other", 0.2))
+DB_MIX = (("near", 0.25), ("hard", 0.3), ("partial", 0.1), ("other", 0.35))
 _OURS = (NAME, DISTRACTOR_DIR, TRAIN_DIR, MANIFEST)
 _TMP_PREFIX = ".landmarks-build."
 
@@ -135,6 +135,18 @@ def _check_out_dir(root: Path) -> None:
         if foreign:
             raise ConfigError(f"landmarks --out {root}: holds other files ({', '.join(foreign[:3])}); "
                               "give an empty or new folder")
+
+
+def _sweep_dead_builds(root: Path) -> None:
+    """Remove temporary folders left by builds whose process is gone (killed mid-way)."""
+    for p in root.glob(f"{_TMP_PREFIX}*.tmp"):
+        try:
+            pid = int(p.name[len(_TMP_PREFIX):].split(".", 1)[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (ValueError, PermissionError, OSError):
+            continue
 
 
 def _complete(root: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
@@ -299,7 +311,8 @@ def build_landmarks(out_dir: str | os.PathLike[str], size: str = "tiny", seed: i
     t0 = time.perf_counter()
     pool = _photos(DISTRACTORS, spec.distractor_photos, "distractor")
     textures = [pixels for _, pixels, _ in pool]
-    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, suffix=".tmp", dir=root))
+    _sweep_dead_builds(root)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}.", suffix=".tmp", dir=root))
     try:
         w = _Writer(tmp)
         test = _build_test(w, spec, seed, textures)
