@@ -89,6 +89,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from bitseek.demo.images import run_image_demo
 
         run_image_demo(Path(args.out), full=args.full, seed=args.seed, train_scale=args.train_scale)
+    elif args.kind == "landmarks":
+        from bitseek.demo.landmarks import run_landmark_demo
+
+        run_landmark_demo(Path(args.out), full=args.full, seed=args.seed, train_scale=args.train_scale)
     else:
         from bitseek.demo.video import run_video_demo
 
@@ -124,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = add("demo", cmd_demo, "run a built-in benchmark end to end and write a report folder")
-    sp.add_argument("kind", nargs="?", default="video", choices=["video", "images"])
+    sp.add_argument("kind", nargs="?", default="video", choices=["video", "images", "landmarks"])
     sp.add_argument("--out", default="demo-out", help="report folder")
     sp.add_argument("--full", action="store_true",
                     help="3x the training and, for video, WSCH too (beyond the 5-minute budget)")

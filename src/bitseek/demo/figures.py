@@ -36,14 +36,16 @@ def tile_frames(frames: np.ndarray, n: int = 4, gap: int = 2) -> np.ndarray:
 
 
 def plot_retrievals(path: Path, queries: Sequence[np.ndarray], results: Sequence[Sequence[np.ndarray]],
-                    relevant: Sequence[Sequence[bool]], query_titles: Sequence[str],
+                    relevant: Sequence[Sequence[bool | None]], query_titles: Sequence[str],
                     result_titles: Sequence[Sequence[str]], distances: Sequence[Sequence[float]] | None = None,
-                    frames_per_clip: int = 4, title: str = "") -> Path:
+                    frames_per_clip: int = 4, title: str = "", rgb: bool = False) -> Path:
     """Grid: one row per query; the query clip (or image) first, then its top results.
 
-    A result is framed green when it shares a label with the query and red otherwise, and captioned
+    A result is framed green when it shares a label with the query, red otherwise and grey when
+    ``relevant`` is None for it (an image the protocol ignores, e.g. revisitop's junk), and captioned
     with its rank, its distance to the query (``distances``, e.g. Hamming) and its title. Clips are
-    (T, H, W) uint8 arrays shown as square tiles of ``frames_per_clip`` frames; images are (H, W).
+    (T, H, W) uint8 arrays shown as square tiles of ``frames_per_clip`` frames; images are (H, W), or
+    (H, W, 3) RGB with ``rgb=True``.
     The figure is one page wide whatever the number of columns, with captions at a readable size.
     """
     from bitseek.eval.report import new_figure, save_png
@@ -52,7 +54,7 @@ def plot_retrievals(path: Path, queries: Sequence[np.ndarray], results: Sequence
         raise InputError("plot_retrievals: need one distance per result")
 
     def cell(x: np.ndarray) -> np.ndarray:
-        return tile_frames(x, frames_per_clip) if x.ndim == 3 else x
+        return tile_frames(x, frames_per_clip) if x.ndim == 3 and not rgb else x
 
     rows, cols = len(queries), 1 + max(len(r) for r in results)
     first = cell(queries[0])
@@ -75,7 +77,8 @@ def plot_retrievals(path: Path, queries: Sequence[np.ndarray], results: Sequence
                 ax.imshow(cell(item), cmap="gray", vmin=0, vmax=255 if item.dtype == np.uint8 else 1)
                 dist = "" if distances is None else f"  d={_fmt(distances[r][c - 1])}"
                 ax.set_title(f"#{c}{dist}\n{result_titles[r][c - 1]}", fontsize=font, linespacing=1.1)
-                color, width = ("green" if relevant[r][c - 1] else "red"), 3
+                rel = relevant[r][c - 1]
+                color, width = ("grey" if rel is None else "green" if rel else "red"), 3
             else:
                 ax.axis("off")
                 continue
@@ -83,6 +86,8 @@ def plot_retrievals(path: Path, queries: Sequence[np.ndarray], results: Sequence
                 s.set_edgecolor(color)
                 s.set_linewidth(width)
     head = "queries (blue) and their top results: green shares a label, red does not"
+    if any(v is None for row in relevant for v in row):
+        head += ", grey is ignored"
     if distances is not None:
         head += "; d = distance to the query"
     fig.suptitle(f"{title}\n{head}" if title else head, fontsize=10)
