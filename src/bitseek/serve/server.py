@@ -30,8 +30,13 @@ def bind(host: str, port: int) -> socket.socket:
     except socket.gaierror as e:
         raise BitseekError(f"--host {host}: cannot resolve ({e.strerror})") from None
     family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only when the socket's
+    # proto is IPPROTO_TCP, and without it every keep-alive response waits ~40 ms for a delayed ACK
+    # (Nagle: uvicorn writes the head and the body separately). The listener's own flag is inherited
+    # by accepted sockets on Linux, for event loops that do not set it.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind(addr)
     except OSError as e:
