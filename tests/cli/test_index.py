@@ -89,9 +89,9 @@ def test_index_caps_the_training_sample(tmp_path, monkeypatch):
     seen = []
     real = spec_module.index_from_codeset
 
-    def spy(codeset, spec, train_size=None, seed=0):
+    def spy(codeset, spec, train_size=None, seed=0, **kw):
         seen.append(train_size)
-        return real(codeset, spec, train_size=train_size, seed=seed)
+        return real(codeset, spec, train_size=train_size, seed=seed, **kw)
 
     monkeypatch.setattr(spec_module, "index_from_codeset", spy)
     monkeypatch.setattr("bitseek.index.index_from_codeset", spy)
@@ -119,3 +119,39 @@ def test_user_mistakes_are_one_line(files, capsys, args, message):
     import re
 
     assert re.search(message, err), err
+
+
+def test_auto_index_reports_and_records_its_tuning(tmp_path, capsys):
+    from bitseek.codes.synthetic import ClusteredCodes
+
+    pop = ClusteredCodes(bits=64, clusters=128, spread=0.7, seed=2)
+    CodeSet(pop.sample(25_000), np.arange(25_000), 64).save(tmp_path / "db.codes")
+    CodeSet(pop.sample(20, stream=1), np.arange(20), 64).save(tmp_path / "q.codes")
+    assert main(["index", "--codes", str(tmp_path / "db.codes"), "--spec", "auto", "--target-recall", "0.95",
+                 "--out", str(tmp_path / "db.index")]) == 0
+    out = capsys.readouterr().out
+    assert "auto chose ivf" in out and "(target 0.95)" in out and "x the exact scan" in out
+    from bitseek.index import load_index
+
+    assert load_index(tmp_path / "db.index").tuning["target_recall"] == 0.95
+    doc = json.loads(_search(capsys, tmp_path, "-k", "5", "--recall", "0.9", "--json"))
+    assert doc["engine"] == "auto" and doc["params"] == {"recall": 0.9} and len(doc["results"]) == 20
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--spec", "auto", "--target-recall", "1.5"], "--target-recall must be in \\(0, 1\\]"),
+        (["--spec", "auto", "--target-recall", "0"], "--target-recall must be in \\(0, 1\\]"),
+        (["--spec", "flat", "--target-recall", "0.9"], "--target-recall: needs --spec auto"),
+        (["--spec", "auto"], "too few to tune an auto index: need at least 500"),
+    ],
+)
+def test_auto_index_mistakes_are_one_line(tmp_path, capsys, extra, message):
+    import re
+
+    CodeSet(np.random.default_rng(0).integers(0, 256, (300, 8), dtype=np.uint8), np.arange(300), 64).save(
+        tmp_path / "db.codes")
+    assert main(["index", "--codes", str(tmp_path / "db.codes"), *extra, "--out", str(tmp_path / "x.index")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err

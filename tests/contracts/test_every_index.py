@@ -42,6 +42,8 @@ CASES: dict[str, list[Case]] = {
         Case("faiss:BFlat", exact=True),
         Case("faiss:BIVF8_HNSW8,nprobe=3", exact=False, recall=0.9, params={"nprobe": 8}, range_exact=False),
     ],
+    # 600 codes are below auto's sweep size, so it picks the exact scan (tests/index/test_auto.py tunes IVF)
+    "auto": [Case("auto,target_recall=0.95", exact=True)],
     # a server engine: tests/index/test_milvus.py starts the embedded server and holds it to faiss flat
     "milvus": [],
     "milvus-ip": [],

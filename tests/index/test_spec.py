@@ -39,7 +39,7 @@ def test_binary_specs(spec, cls, canonical):
 def test_float_spec_and_backend_list():
     index = make_index("float-ip", dim=2048)
     assert type(index) is FloatIPIndex and index.dim == 2048 and index.metric == "ip" and index.spec == "float-ip"
-    assert list_backends() == ["faiss", "flat", "float-ip", "hnsw", "ivf", "milvus", "milvus-ip", "multihash"]
+    assert list_backends() == ["auto", "faiss", "flat", "float-ip", "hnsw", "ivf", "milvus", "milvus-ip", "multihash"]
     p = parse_spec("multihash2x8,nflip=3")
     assert p.cls is MultiHashIndex and p.params == {"nhash": 2, "b": 8} and p.options == {"nflip": 3}
 

@@ -68,7 +68,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     if kind == "codes":
         spec = args.spec or "flat"
         source = paths[0] if len(paths) == 1 else merge_shards(paths)  # the shards of one encode job, as one set
-        index = index_from_codeset(source, spec, train_size=args.train_size, seed=args.seed)
+        target = _recall("--target-recall", args.target_recall)
+        if target is not None and spec.split(",")[0].strip().lower() != "auto":
+            raise InputError(f"--target-recall: needs --spec auto (the {spec!r} spec has fixed parameters)")
+        index = index_from_codeset(source, spec, train_size=args.train_size, seed=args.seed, target_recall=target)
     else:
         from bitseek.progress import progress
 
@@ -82,6 +85,11 @@ def cmd_index(args: argparse.Namespace) -> int:
                 index.add(block, fs.ids[rows], meta=meta)
     index.save(args.out)
     print(f"indexed {len(index)} items ({index.spec}) in {time.perf_counter() - t0:.1f}s -> {args.out}")
+    tuning = getattr(index, "tuning", None)
+    if tuning:
+        from bitseek.index.faiss.auto import describe_tuning
+
+        print(describe_tuning(tuning))
     return 0
 
 
@@ -169,7 +177,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise InputError(f"--index {args.index}: this is {what}; build an index first (bitseek index --codes FILE --out X)")
     index = load_index(args.index)
     q, qids, qmeta = _read_queries(args.queries, index)
-    params = {}
+    params: dict[str, Any] = {}
+    if args.recall is not None:
+        if index.engine != "auto":
+            raise InputError(f"--recall: only an auto index (bitseek index --spec auto) maps a recall to its parameters; "
+                             f"a {index.spec} index takes --nprobe/--ef/--nflip")
+        params["recall"] = _recall("--recall", args.recall)
     for flag, key, value in (("--nprobe", "nprobe", args.nprobe), ("--ef", "ef_search", args.ef),
                              ("--nflip", "nflip", args.nflip)):
         if value is None:
@@ -223,6 +236,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _recall(flag: str, text: str | None) -> float | None:
+    """A recall flag's value in (0, 1]; a bad one is a one-line error naming the flag."""
+    if text is None:
+        return None
+    from bitseek.index.faiss.auto import check_recall
+
+    return check_recall(text, flag)
+
+
 def register(sub: Any) -> None:
     """Add the ``index`` and ``search`` sub-commands to the main parser's sub-parsers."""
     help_ = "build a search index from a CodeSet (or FeatureSet) file"
@@ -237,6 +259,8 @@ def register(sub: Any) -> None:
     sp.add_argument("--train-size", type=_positive, default=None, metavar="N",
                     help="train IVF on a seeded random sample of N codes (default: all of them)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the training sample")
+    sp.add_argument("--target-recall", default=None, metavar="R",
+                    help="with --spec auto: the distance-recall@100 in (0, 1] to tune for (default 0.99)")
     sp.add_argument("--out", required=True, help="index file to write")
 
     help_ = "search an index with query codes (top-k or radius); prints a table, or JSON with --json"
@@ -254,5 +278,7 @@ def register(sub: Any) -> None:
     sp.add_argument("--nprobe", type=_positive, default=None, help="IVF: lists scanned per query, this call only")
     sp.add_argument("--ef", type=_positive, default=None, help="HNSW: search width (ef_search), this call only")
     sp.add_argument("--nflip", type=_non_negative, default=None, help="multi-index hashing: bit flips per table")
+    sp.add_argument("--recall", default=None, metavar="R",
+                    help="auto index: the recall in (0, 1] this call needs (picks nprobe from the measured curve)")
     sp.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     sp.add_argument("--out", default=None, help="also write the JSON results to this file")

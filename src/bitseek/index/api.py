@@ -323,6 +323,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "ivf": ("bitseek.index.faiss.ivf:BinaryIVFIndex", "inverted lists over k-means centroids, ivf<nlist>"),
     "multihash": ("bitseek.index.faiss.multihash:MultiHashIndex", "multi-index hashing, mih<nhash>; exact radius search"),
     "hnsw": ("bitseek.index.faiss.hnsw:BinaryHNSWIndex", "HNSW graph over Hamming codes, hnsw<M>"),
+    "auto": ("bitseek.index.faiss.auto:AutoIndex", "picks flat or ivf+nprobe for a target recall on a held-out sample, auto[,target_recall=0.99]"),
     "float-ip": ("bitseek.index.faiss.float_ip:FloatIPIndex", "exact inner product over float descriptors"),
     "faiss": ("bitseek.index.faiss.factory:FaissFactoryIndex", "faiss:<binary factory string>, passed through"),
     "milvus": ("bitseek.index.milvus:MilvusIndex", "Milvus collection of binary codes (HAMMING), milvus:uri=…,collection=…"),

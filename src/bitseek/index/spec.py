@@ -11,6 +11,8 @@ Grammar (spaces around tokens ignored; engine names and option names are case-in
               | "multihash" NHASH "x" B     multi-index hashing, explicit substring length
               | "hnsw" M                    HNSW graph
               | "float-ip"                  exact inner product on float descriptors (needs dim)
+              | "auto"                      engine and parameters picked by train() for a
+                                            target_recall (``bitseek.index.faiss.auto``)
     option   := NAME "=" VALUE              an integer, or text for engines that take text
                                             (a host, a collection name)
 
@@ -97,7 +99,7 @@ def parse_spec(spec: str) -> ParsedSpec:
     prefixed = ", ".join(f"{n}:…" for n in engine_names() if not getattr(engine_class(n), "name_patterns", ()))
     raise ConfigError(
         f"unknown index engine {head!r} in spec {spec!r}{hint} (forms: flat, ivf<nlist>, mih<nhash>, "
-        f"multihash<nhash>x<b>, hnsw<M>, float-ip{', ' + prefixed if prefixed else ''})"
+        f"multihash<nhash>x<b>, hnsw<M>, float-ip, auto{', ' + prefixed if prefixed else ''})"
     )
 
 
@@ -145,12 +147,23 @@ def _parse_options(
     return out
 
 
-def make_index(spec: str, bits: int | None = None, *, dim: int | None = None) -> SearchIndex:
+def make_index(
+    spec: str, bits: int | None = None, *, dim: int | None = None, target_recall: float | None = None
+) -> SearchIndex:
     """Build an empty index from a factory string: ``make_index("ivf1024,nprobe=16", bits=64)``.
 
     Binary engines take ``bits`` (code length); ``float-ip`` takes ``dim`` (descriptor length).
+    ``target_recall`` is for ``"auto"`` (``make_index("auto", bits=64, target_recall=0.99)``): the
+    index picks its engine and parameters when trained (``bitseek.index.faiss.auto``).
     """
     p = parse_spec(spec)
+    if target_recall is not None:
+        if p.cls.engine != "auto":
+            raise ConfigError(f"index spec {spec!r}: target_recall= needs the 'auto' spec (a {p.cls.engine} index "
+                              "has fixed parameters)")
+        if "target_recall" in p.options:
+            raise ConfigError(f"index spec {spec!r}: target_recall given in the spec and as an argument")
+        p = ParsedSpec(p.cls, p.params, {**p.options, "target_recall": target_recall})
     if p.cls.metric == "hamming":
         if bits is None:
             raise ConfigError(f"index spec {spec!r}: a binary engine needs bits= (the code length)")
@@ -165,11 +178,13 @@ def make_index(spec: str, bits: int | None = None, *, dim: int | None = None) ->
 
 
 def index_from_codeset(
-    codeset: Any, spec: str = "flat", train_size: int | None = None, seed: int = 0
+    codeset: Any, spec: str = "flat", train_size: int | None = None, seed: int = 0,
+    target_recall: float | None = None,
 ) -> SearchIndex:
     """Build an index holding a CodeSet (object or file path), training it on the codes if needed.
 
-    ``train_size`` caps the training sample for trained engines (a seeded random subset).
+    ``train_size`` caps the training sample for trained engines (a seeded random subset);
+    ``target_recall`` goes to an ``auto`` spec (which tunes itself on that sample).
     """
     from bitseek.codes import CodeSet
 
@@ -178,7 +193,7 @@ def index_from_codeset(
         raise InputError(f"index_from_codeset(): expected a CodeSet or a path, got {type(cs).__name__}")
     if train_size is not None and (isinstance(train_size, bool) or int(train_size) < 1):
         raise InputError(f"index_from_codeset(): train_size must be a positive integer, got {train_size!r}")
-    index = make_index(spec, bits=cs.bits)
+    index = make_index(spec, bits=cs.bits, target_recall=target_recall)
     if not index.is_trained:
         sample = cs.codes
         if train_size is not None and train_size < len(cs):

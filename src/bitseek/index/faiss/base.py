@@ -289,25 +289,31 @@ class FaissIndex(SearchIndex):
     # ================================================================== persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to one checksummed file, atomically (layout in ``bitseek.index.persist``)."""
+        with self._lock.read():
+            header, sections = self._file_parts()
+            write_index_file(path, header, sections)
+
+    def _file_parts(self) -> tuple[dict[str, Any], list[tuple[str, np.ndarray]]]:
+        """Header and sections of the index file (``save``; a wrapping engine adds its own fields).
+        The caller holds the read lock."""
         from bitseek import __version__
 
-        with self._lock.read():
-            header = {
-                "engine": self.engine,
-                "spec": self.spec,
-                "metric": self.metric,
-                "dim": self.dim,
-                "params": self.params,
-                "options": self._options,
-                "n_slots": self._idmap.n_slots,
-                "n_alive": self._idmap.n_alive,
-                "next_auto_id": self._idmap.next_auto_id,
-                "bitseek_version": __version__,
-            }
-            sections = [("faiss", self._serialize()), ("ids", self._idmap.slot_ids.astype("<i8"))]
-            if self._meta:
-                sections.append(("meta", np.frombuffer(self._meta.to_bytes(), dtype=np.uint8)))
-            write_index_file(path, header, sections)
+        header = {
+            "engine": self.engine,
+            "spec": self.spec,
+            "metric": self.metric,
+            "dim": self.dim,
+            "params": self.params,
+            "options": self._options,
+            "n_slots": self._idmap.n_slots,
+            "n_alive": self._idmap.n_alive,
+            "next_auto_id": self._idmap.next_auto_id,
+            "bitseek_version": __version__,
+        }
+        sections = [("faiss", self._serialize()), ("ids", self._idmap.slot_ids.astype("<i8"))]
+        if self._meta:
+            sections.append(("meta", np.frombuffer(self._meta.to_bytes(), dtype=np.uint8)))
+        return header, sections
 
     def _check_labels(self, info: PayloadInfo) -> None:
         """Labels stored inside the payload (IVF lists) must be the ones results are translated from."""
