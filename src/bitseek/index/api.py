@@ -385,10 +385,19 @@ for _name, (_target, _summary) in _BUILTIN.items():
     register_engine(_name, _target, _summary)
 
 
-def load_index(path: str | os.PathLike[str]) -> SearchIndex:
-    """Load any index file written by ``save``: the engine is read from the file's header."""
+def load_index(path: str | os.PathLike[str], mmap: bool = False, verify: bool = True) -> SearchIndex:
+    """Load any index file written by ``save``: the engine is read from the file's header.
+
+    ``mmap=True`` (``flat`` files) searches the codes straight from the file, read-only, with
+    resident memory of about one scan block (``bitseek.index.faiss.mapped``); ``verify=False``
+    then also skips the checksum pass over the file.
+    """
     from bitseek.index.persist import read_index_file
 
+    if mmap:
+        from bitseek.index.faiss.mapped import open_mapped
+
+        return open_mapped(path, verify=verify)
     p = Path(path)
     header, sections = read_index_file(p)
     name = header.get("engine", header.get("backend"))  # files before the engine split say "backend"

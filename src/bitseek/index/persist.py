@@ -29,7 +29,7 @@ import numpy as np
 from bitseek.atomic import atomic_open
 from bitseek.index.api import IndexFileError
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "write_index_file", "read_index_file"]
+__all__ = ["MAGIC", "FORMAT_VERSION", "write_index_file", "read_index_file", "open_index_file"]
 
 MAGIC = b"BITSEEK-INDEX\x00\x00\x00"
 FORMAT_VERSION = 1
@@ -93,3 +93,57 @@ def read_index_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
         sections[name] = np.frombuffer(raw, dtype=np.uint8, count=size, offset=off)
         off += size
     return header, sections
+
+
+def open_index_file(
+    path: str | os.PathLike[str], verify: bool = True
+) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
+    """Header and section layout ``name -> (offset, nbytes)`` without reading the file into memory.
+
+    For memory-mapped opening: only the prefix and the JSON header are read; the sizes are checked
+    against the file's length. ``verify`` streams the whole file through SHA-256 in small buffers
+    (the page cache holds it, this process does not; the cost is one sequential read);
+    ``verify=False`` skips that read and trusts the bytes.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise IndexFileError(f"{p}: no such index file")
+    size = p.stat().st_size
+    with p.open("rb") as fh:
+        prefix = fh.read(_PREFIX.size)
+        if len(prefix) < _PREFIX.size:
+            raise IndexFileError(f"{p}: truncated index file ({size} bytes, shorter than the fixed prefix)")
+        magic, version, hlen = _PREFIX.unpack(prefix)
+        if magic != MAGIC:
+            raise IndexFileError(f"{p}: not a bitseek index file (bad magic {magic[:16]!r})")
+        if version != FORMAT_VERSION:
+            raise IndexFileError(
+                f"{p}: unsupported index format version {version} (this bitseek reads version {FORMAT_VERSION})"
+            )
+        if size < _PREFIX.size + hlen + _DIGEST:
+            raise IndexFileError(f"{p}: truncated index file ({size} bytes, header says {hlen}-byte header)")
+        raw_header = fh.read(hlen)
+        if verify:
+            fh.seek(0)
+            digest, left = hashlib.sha256(), size - _DIGEST
+            while left:
+                chunk = fh.read(min(left, 1 << 23))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                left -= len(chunk)
+            if fh.read(_DIGEST) != digest.digest():
+                raise IndexFileError(f"{p}: checksum mismatch, the index file is corrupt or truncated")
+    try:
+        header = json.loads(raw_header.decode("utf-8"))
+        layout = [(str(name), int(nbytes)) for name, nbytes in header["sections"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise IndexFileError(f"{p}: corrupt index header ({e})") from None
+    off = _PREFIX.size + hlen
+    if off + sum(n for _, n in layout) != size - _DIGEST:
+        raise IndexFileError(f"{p}: section sizes in the header do not add up to the file size")
+    out: dict[str, tuple[int, int]] = {}
+    for name, nbytes in layout:
+        out[name] = (off, nbytes)
+        off += nbytes
+    return header, out
