@@ -73,6 +73,7 @@ def train(cfg: ExperimentConfig, data: RetrievalData | None = None) -> tuple[Any
     model = create_model(cfg.model)
     if is_engine_trained(model):
         Trainer(model, cfg, data).fit()
+        write_exports(model, cfg.out_dir)
         return model, data
     with dist.main_only() as me:  # under torchrun one rank fits and writes; the others wait, then load it
         if me:
@@ -88,6 +89,22 @@ def train(cfg: ExperimentConfig, data: RetrievalData | None = None) -> tuple[Any
     if not dist.is_main():
         model = ckpt.load_model(cfg.out_dir / "model")
     return model, data
+
+
+def write_exports(model: Any, out_dir: Path) -> list[Path]:
+    """Save the sub-networks a trained model hands on (``exports() -> {folder: (module, config)}``) as model folders.
+
+    CVNet's global training exports the plain CVNet that retrieval loads (``out_dir/cvnet``)."""
+    exports = getattr(model, "exports", None)
+    written: list[Path] = []
+    if callable(exports):
+        with dist.main_only() as me:
+            for name, (module, module_cfg) in exports().items():
+                path = Path(out_dir) / name
+                if me:
+                    ckpt.save_model(path, module, module_cfg, extra={"exported_from": str(Path(out_dir) / "model")})
+                written.append(path)
+    return written
 
 
 def load_trained(cfg: ExperimentConfig, checkpoint: str | Path | None = None) -> Any:

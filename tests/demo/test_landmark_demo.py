@@ -124,3 +124,17 @@ def test_cli_dispatch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(demo, "run_landmark_demo", lambda out, **kw: seen.update(out=out, **kw))
     assert main(["demo", "landmarks", "--out", str(tmp_path / "o"), "--seed", "3"]) == 0
     assert seen["out"] == tmp_path / "o" and seen["seed"] == 3
+
+
+def test_global_training_ran_from_the_pretrained_start(quick_run: tuple[Path, dict]) -> None:
+    out, result = quick_run
+    doc = json.loads((out / "metrics.json").read_text())
+    if doc["training"]["available"]["global"] is None:
+        pytest.skip("global training is not on this tree")
+    run = doc["training"]["runs"]["global"]
+    assert run["recipe"] == demo.GLOBAL_RECIPE and 1 <= run["steps"] <= demo.QUICK.global_steps and run["epochs"] == 1
+    assert (Path(run["run"]) / "cvnet" / "config.json").exists()
+    assert doc["training"]["start"]["backbone"] == "efficientnet_lite0"
+    methods = {r["method"] for r in doc["results"]}
+    assert "pretrained" in methods and "train_global_s" in doc["timings"]
+    assert "Global training (cvnet/global-lite0" in (out / "report.md").read_text()

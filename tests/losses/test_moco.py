@@ -52,7 +52,7 @@ def test_loss_matches_a_loop_and_ignores_empty_slots():
     assert torch.isfinite(q.grad).all() and q.grad.abs().sum() > 0
     # a queue entry of the same label changes the loss; a slot marked empty does not
     queue.labels[4] = 2
-    assert float(momentum_contrastive_loss(q, labels, keys, labels, queue, 0.2)) != pytest.approx(float(got))
+    assert float(momentum_contrastive_loss(q, labels, keys, labels, queue, 0.2).detach()) != pytest.approx(float(got.detach()))
 
 
 def test_perfect_keys_give_a_lower_loss_than_random_ones():

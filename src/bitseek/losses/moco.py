@@ -79,11 +79,12 @@ def momentum_contrastive_loss(q: Tensor, labels: Tensor, keys: Tensor, key_label
     if temperature <= 0:
         raise ConfigError(f"momentum contrast: temperature must be > 0, got {temperature}")
     with torch.autocast(device_type=q.device.type, enabled=False):
-        qn = F.normalize(q.float(), dim=1)
-        cand = keys.detach().float()
+        dtype = torch.promote_types(q.dtype, torch.float32)  # float32 at least (fp16/bf16 under AMP)
+        qn = F.normalize(q.to(dtype), dim=1)
+        cand = keys.detach().to(dtype)
         cand_labels = key_labels.long()
         if queue is not None:
-            cand = torch.cat([cand, queue.feats.detach().float()])
+            cand = torch.cat([cand, queue.feats.detach().to(dtype)])
             cand_labels = torch.cat([cand_labels, queue.labels])
         logits = qn @ cand.t() / temperature
         valid = (cand_labels >= 0).unsqueeze(0)

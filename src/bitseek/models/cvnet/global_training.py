@@ -120,6 +120,7 @@ class CVNetGlobal(TrainableModel, Embedder):
             raise InputError(f"cvnet-global training needs batch keys 'image' and 'label', got {sorted(batch)}")
         x, y = batch["image"], batch["label"]
         y = (y.argmax(dim=1) if y.dim() == 2 else y).long()  # class ids, or one-hot rows
+        x = x.to(self.net.whiten.weight.dtype)  # float32 images into a float64 model (tests) or as they are
         cfg = self.cfg
         q = self.net.global_descriptor(x)
         cf, _ = self.head(q, y)
@@ -128,7 +129,7 @@ class CVNetGlobal(TrainableModel, Embedder):
         if cfg.contrastive_weight > 0:
             with torch.no_grad():
                 ema_update(self.key_net, self.net, cfg.momentum)
-                keys, key_labels = gather_keys(self.key_net.global_descriptor(x).float(), y)
+                keys, key_labels = gather_keys(self.key_net.global_descriptor(x), y)
             con = momentum_contrastive_loss(q, y, keys, key_labels, self.queue, cfg.temperature)
             self.queue.enqueue(keys, key_labels)
             loss = loss + cfg.contrastive_weight * con
@@ -137,6 +138,10 @@ class CVNetGlobal(TrainableModel, Embedder):
         return {"loss": loss, **out}
 
     # ------------------------------------------------------------------ retrieval
+    def exports(self) -> dict[str, tuple[nn.Module, CVNetConfig]]:
+        """What retrieval and the re-ranker's training load: the plain CVNet (saved as ``<run>/cvnet``)."""
+        return {"cvnet": (self.net, self.net.cfg)}
+
     @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.net.embed(batch)
