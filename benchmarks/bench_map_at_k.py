@@ -5,7 +5,10 @@ reference (ConMH/BTH ``eval.py`` + ``tools.mAP``) builds the full N×Q float32 d
 int64 argsort and an N×N label-similarity matrix (~8 + 17 + 17 GB at full scale), then loops in
 Python. This script measures, each in a fresh subprocess (so peak RSS is the run's own):
 
-1. ``map_at_k`` with ``ties="stable"`` and ``ties="numpy"`` at ``--n`` (default full FCVID size);
+1. ``map_at_k`` with ``ties="stable"`` and ``ties="numpy"`` at ``--n`` (default full FCVID size),
+   beside faiss ``IndexBinaryFlat`` exact k-NN (k = 100, the largest K) on the same codes, packed:
+   the time of a bare Hamming top-100 scan, the floor the evaluator is measured against
+   (target: ``stable`` <= 1.5x faiss);
 2. both again and the dense reference port at ``--ref-n`` (default 8,000: ~1.3 GB for the
    reference), giving a speed ratio at equal size and checking that ``ties="numpy"`` reproduces
    the reference's numbers exactly.
@@ -13,7 +16,7 @@ Python. This script measures, each in a fresh subprocess (so peak RSS is the run
 Data are random but structured (seeded): a Zipf-like class per item, ~10 % with a second label,
 codes = the class prototype with 25 % of the bits flipped, so distances tie heavily as real codes do.
 
-Usage: ``python benchmarks/bench_map_at_k.py [--n 45600] [--ref-n 8000] [--quick]``; writes
+Usage: ``python benchmarks/bench_map_at_k.py [--n 45600] [--ref-n 8000] [--threads 1] [--quick]``; writes
 ``benchmarks/results/map_at_k.json`` atomically.
 """
 
@@ -84,14 +87,25 @@ def peak_rss_mb() -> float:
 
 def child(mode: str, n: int, bits: int, n_labels: int, seed: int) -> dict:
     codes, labels = make_data(n, bits, n_labels, seed)
+    # Imports before the timer and the RSS mark: the run measures the evaluation, not module loading.
+    import faiss
+
+    from bitseek.eval import map_at_k
+
     rss_data = peak_rss_mb()
     load = os.getloadavg()[0]
+    extra: dict = {}
     c0, t0 = cpu_seconds(), time.perf_counter()
     if mode == "reference":
         maps = reference_map(codes, labels, KS)
+    elif mode == "faiss":
+        packed = np.packbits(codes > 0, axis=1)  # packing is timed: map_at_k is given the float codes too
+        index = faiss.IndexBinaryFlat(bits)
+        index.add(packed)
+        _, ids = index.search(packed, max(KS))
+        maps = {}
+        extra = {"knn_k": max(KS), "faiss_threads": faiss.omp_get_max_threads()}
     else:
-        from bitseek.eval import map_at_k
-
         maps = map_at_k(codes, None, labels, ks=KS, ties=mode)
     secs, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     peak = peak_rss_mb()
@@ -101,10 +115,12 @@ def child(mode: str, n: int, bits: int, n_labels: int, seed: int) -> dict:
         "seconds": round(secs, 3),
         "cpu_seconds": round(cpu, 3),  # user+sys; less sensitive than wall time to other load
         "load_avg_1min_at_start": round(load, 2),
+        "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
         "peak_rss_mb": round(peak, 1),
         "rss_after_data_mb": round(rss_data, 1),
         "eval_rss_increase_mb": round(peak - rss_data, 1),
         "map": {str(k): v for k, v in maps.items()},
+        **extra,
     }
 
 
@@ -112,19 +128,35 @@ def run_child(mode: str, n: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--n", str(n),
            "--bits", str(args.bits), "--labels", str(args.labels), "--seed", str(args.seed)]
     print(f"[bench] {mode:9s} n={n:6d} ...", end=" ", flush=True)
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # One thread count for every child (faiss's OpenMP, BLAS): under a shared machine's load a
+    # spinning 2-thread OpenMP team can run several times slower than one thread.
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if res.returncode != 0:
         raise SystemExit(f"child {mode} n={n} failed:\n{res.stderr}")
     rec = json.loads(res.stdout.strip().splitlines()[-1])
-    print(f"{rec['seconds']:8.2f} s ({rec['cpu_seconds']:7.2f} s CPU, load {rec['load_avg_1min_at_start']:.1f})   peak RSS {rec['peak_rss_mb']:7.1f} MB   mAP@5 {rec['map']['5']:.4f}")
+    tail = f"mAP@5 {rec['map']['5']:.4f}" if "5" in rec["map"] else "(k-NN only)"
+    print(f"{rec['seconds']:8.2f} s ({rec['cpu_seconds']:7.2f} s CPU, load {rec['load_avg_1min_at_start']:.1f})   peak RSS {rec['peak_rss_mb']:7.1f} MB   {tail}")
     return rec
 
 
-def summarize(equal: list[dict]) -> dict:
-    """Exactness and speed-up of the equal-size runs (wall and CPU time: the machine is shared)."""
+def summarize(full: list[dict], equal: list[dict]) -> dict:
+    """Exactness and speed-up of the equal-size runs and, at full scale, each mode's time over the
+    faiss k-NN scan's (wall and CPU time: the machine is shared)."""
     by = {r["mode"]: r for r in equal}
     ref = by["reference"]
+    fb = {r["mode"]: r for r in full}
+    # The faster of the two faiss runs: the stricter comparison.
+    fz = min((fb[m] for m in ("faiss", "faiss_again") if m in fb), key=lambda r: r["seconds"])
     return {
+        "full_scale_time_over_faiss_knn_wall": {
+            m: round(fb[m]["seconds"] / max(fz["seconds"], 1e-9), 2) for m in ("stable", "numpy")
+        },
+        "full_scale_time_over_faiss_knn_cpu": {
+            m: round(fb[m]["cpu_seconds"] / max(fz["cpu_seconds"], 1e-9), 2) for m in ("stable", "numpy")
+        },
+        "target_stable_over_faiss": 1.5,
+        "faiss_seconds_both_runs": [fb[m]["seconds"] for m in ("faiss", "faiss_again") if m in fb],
         "numpy_ties_equal_reference_exactly": by["numpy"]["map"] == ref["map"],
         "speedup_vs_reference_at_ref_n_wall": {
             m: round(ref["seconds"] / max(by[m]["seconds"], 1e-9), 1) for m in ("stable", "numpy")
@@ -143,22 +175,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bits", type=int, default=64)
     ap.add_argument("--labels", type=int, default=239)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every child (faiss and BLAS)")
     ap.add_argument("--quick", action="store_true", help="small sizes (n=4000, ref-n=1500) for a smoke run")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "map_at_k.json")
-    ap.add_argument("--child", choices=["stable", "numpy", "reference"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["stable", "numpy", "reference", "faiss"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.n, args.bits, args.labels, args.seed)))
         return
     if args.quick:
         args.n, args.ref_n = 4_000, 1_500
-    full = [run_child(m, args.n, args) for m in ("stable", "numpy")]
+    # faiss before and after the evaluator, so a change of load during the run shows as a spread.
+    full = [run_child(m, args.n, args) for m in ("faiss", "stable", "numpy")]
+    full.append(dict(run_child("faiss", args.n, args), mode="faiss_again"))
     equal = [run_child(m, args.ref_n, args) for m in ("stable", "numpy", "reference")]
-    summary = summarize(equal)
+    summary = summarize(full, equal)
     doc = {
         "benchmark": "map_at_k",
         "params": {"n": args.n, "ref_n": args.ref_n, "bits": args.bits, "labels": args.labels, "seed": args.seed,
-                   "ks": list(KS), "quick": args.quick},
+                   "threads": args.threads, "ks": list(KS), "quick": args.quick},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
                     "platform": platform.platform()},
         "full_scale": full,

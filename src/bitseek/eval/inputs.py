@@ -13,6 +13,7 @@ one place. Preparation also converts the inputs once into the forms the chunked 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -55,6 +56,22 @@ class Codes:
     @property
     def n_db(self) -> int:
         return int(self.db.shape[0])
+
+    @cached_property
+    def hamming_bytes(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(query, db) as packed bytes (zero-padded to 8-byte rows) for counting top-k, or None.
+
+        Packed codes are viewed as they are; float codes without zeros are packed once (their
+        Hamming distance equals ``0.5·(bits − q·d)`` exactly). Ternary codes have half-integer
+        distances that bytes cannot express: None.
+        """
+        if self.packed:
+            qb = self.query.view(np.uint8)
+            return qb, (qb if self.same else self.db.view(np.uint8))
+        if self.ternary:
+            return None
+        qb = words(np.packbits(self.query > 0, axis=1)).view(np.uint8)
+        return qb, (qb if self.same else words(np.packbits(self.db > 0, axis=1)).view(np.uint8))
 
     @property
     def key_max(self) -> int:
