@@ -81,3 +81,17 @@ def test_freeze_bn_and_curricularface_only():
     assert "contrastive" not in out and int(model.queue.ptr) == 0
     with pytest.raises(ConfigError, match="num_classes"):
         MODELS.config("cvnet-global", num_classes=1)
+
+
+def test_frozen_backbone_and_head_learning_rate():
+    from bitseek.config import OptimConfig
+    from bitseek.train.optim import build_optimizer
+
+    model = _global(freeze_backbone=True, head_lr_mult=10.0)
+    assert not any(p.requires_grad for p in model.net.backbone.parameters())
+    opt = build_optimizer(model.param_groups(), OptimConfig(name="sgd", lr=0.01))
+    net, head = opt.param_groups
+    assert net["lr"] == 0.01 and head["lr"] == pytest.approx(0.1) and "lr_mult" not in head
+    assert {id(p) for p in net["params"]} == {id(p) for p in (model.net.pool.p, model.net.whiten.weight, model.net.whiten.bias)}
+    with pytest.raises(ConfigError, match="head_lr_mult"):
+        MODELS.config("cvnet-global", head_lr_mult=0.0)

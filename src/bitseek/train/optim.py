@@ -16,7 +16,9 @@ from bitseek.errors import ConfigError
 
 
 def build_optimizer(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
-    params = list(params)
+    """A param-group dict may carry ``lr_mult``: its rate is ``cfg.lr * lr_mult`` (kept through the schedule)."""
+    params = [{**{k: v for k, v in g.items() if k != "lr_mult"}, "lr": cfg.lr * float(g["lr_mult"])}
+              if isinstance(g, dict) and "lr_mult" in g else g for g in params]
     name = cfg.name.lower()
     if name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)

@@ -51,6 +51,8 @@ class CVNetGlobalConfig(CVNetConfig):
     queue_size: int = 4096
     momentum: float = 0.999  # momentum encoder EMA
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics fixed (small CPU batches)
+    freeze_backbone: bool = False  # train only GeM's p and the whitening FC (tiny training sets)
+    head_lr_mult: float = 1.0  # learning rate of the CurricularFace class weights / that of the network
 
     INPUT_SPEC: ClassVar[dict[str, InputField]] = {"num_classes": InputField("num_classes")}
 
@@ -61,6 +63,8 @@ class CVNetGlobalConfig(CVNetConfig):
         if self.contrastive_weight < 0 or self.temperature <= 0 or self.queue_size < 1:
             raise ConfigError(f"model.contrastive_weight >= 0, model.temperature > 0 and model.queue_size >= 1 needed; "
                               f"got {self.contrastive_weight}, {self.temperature}, {self.queue_size}")
+        if self.head_lr_mult <= 0:
+            raise ConfigError(f"model.head_lr_mult must be > 0, got {self.head_lr_mult}")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"model.momentum must be in [0, 1), got {self.momentum}")
 
@@ -80,6 +84,9 @@ class CVNetGlobal(TrainableModel, Embedder):
         self.net = CVNet(cvnet_config_of(cfg))
         for p in self.net.rerank.parameters():
             p.requires_grad_(False)
+        if cfg.freeze_backbone:
+            for p in self.net.backbone.parameters():
+                p.requires_grad_(False)
         self.dim = self.embed_dim = cfg.reduction_dim
         self.head = CurricularFace(cfg.reduction_dim, cfg.num_classes, cfg.margin, cfg.scale, cfg.t_alpha)
         self.key_net = self._momentum_copy()
@@ -111,8 +118,10 @@ class CVNetGlobal(TrainableModel, Embedder):
                     m.eval()
         return self
 
-    def param_groups(self) -> list[Tensor]:
-        return [p for p in self.parameters() if p.requires_grad]
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The network, and the class weights at ``head_lr_mult`` times its rate (the schedule keeps the ratio)."""
+        net = [p for p in self.net.parameters() if p.requires_grad]
+        return [{"params": net}, {"params": list(self.head.parameters()), "lr_mult": self.cfg.head_lr_mult}]
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Tensor], phase: str = "train") -> dict[str, Tensor]:
