@@ -227,7 +227,7 @@ class ConMH(HashModel):
 
         Both views are run as one stacked batch of 2B clips (they have the same number of visible
         frames): the same per-sample computation as the reference's two separate passes, with one
-        kernel launch per layer, and the D->hidden frame projection is shared by the two views.
+        kernel launch per layer, and the D->hidden frame projection runs on the visible frames only.
         """
         x = self._features(batch)
         b, t, _ = x.shape
@@ -237,9 +237,12 @@ class ConMH(HashModel):
         first, second = complementary_masks(b, t, v, device=x.device)
         both = FrameMask(visible=torch.cat([first.visible, second.visible]),
                          masked=torch.cat([first.masked, second.masked]))
-        # The frame projection does not depend on the mask: compute it once for both views.
-        h = self._embed(x)
-        codes = self._encode_tokens(torch.cat([gather_frames(h, first.visible), gather_frames(h, second.visible)]))
+        # Only visible frames reach the encoder: project just those (2·V of T rows per clip, 14 of 25
+        # at FCVID's mask 0.75) and add their positions, instead of projecting every frame per view.
+        visible = torch.cat([gather_frames(x, first.visible), gather_frames(x, second.visible)])
+        h = self.embed(visible)
+        h = h + self.encoder_pos.to(h.dtype)[both.visible]
+        codes = self._encode_tokens(h)
         pred = self.reconstruct(codes, both)
         # Per-view means, summed (the reference adds two F.mse_loss terms).
         recon = (mse_reconstruction(pred[:b], gather_frames(x, first.masked))
