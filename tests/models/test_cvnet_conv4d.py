@@ -76,3 +76,23 @@ def test_bad_arguments() -> None:
         CenterPivotConv4d(2, 2, 3)(torch.randn(1, 2, 3, 3))
     with pytest.raises(ConfigError):
         F.relu(CenterPivotConv4d(2, 2, 3, stride=(1, 2, 3))(torch.randn(1, 2, 3, 3, 3, 3)))
+
+
+def test_channels_last_forward_and_group_norm_match_the_channels_first_modules() -> None:
+    from bitseek.models.layers.conv4d import group_norm_cl
+
+    torch.manual_seed(3)
+    conv = CenterPivotConv4d(5, 8, 3, 2)
+    gn = torch.nn.GroupNorm(4, 8)
+    with torch.no_grad():
+        gn.weight.uniform_(0.5, 2.0)
+        gn.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(2, 5, 5, 6, 7, 4) * 2 + 1
+    ref = F.relu(gn(conv(x)))  # channels-first modules
+    for grad in (False, True):  # inference (in place) and training (autograd) branches
+        with torch.set_grad_enabled(grad):
+            y = group_norm_cl(conv.forward_cl(x.permute(0, 2, 3, 4, 5, 1)), gn)
+        torch.testing.assert_close(y.permute(0, 5, 1, 2, 3, 4), ref, atol=1e-5, rtol=1e-5)
+        assert y.requires_grad == grad
+    y.sum().backward()  # the training path has gradients for every weight
+    assert conv.query_conv.weight.grad is not None and gn.weight.grad is not None

@@ -113,3 +113,27 @@ def test_bad_inputs_are_named(setup):
     bad = CVNetReranker(model, qmaps, [torch.zeros(512, 4, 4)])
     with pytest.raises(InputError, match=r"db_maps\[0\]: 512 channels"):
         bad.score(0, np.array([0]))
+
+
+def test_cached_pyramids_equal_the_uncached_per_pair_path(setup):
+    """The database cache of ``bitseek retrieval test``: each image's convolved pyramid (3 levels of
+    256 channels), stored fp32 or fp16, instead of its 1024-channel stage-3 map."""
+    from bitseek.models.cvnet.rerank import Pyramid
+
+    model, _, _, qmaps, dmaps, ref = setup
+    with torch.inference_mode():
+        dpyr = [model.rerank.project(m[None])[0] for m in dmaps]
+        qpyr = [model.rerank.project(m[None])[0] for m in qmaps]
+    assert all(isinstance(p, Pyramid) and len(p.levels) == 3 and p.levels[0].shape[0] == 256 for p in dpyr)
+    assert dpyr[1].size == tuple(dmaps[1].shape[-2:])
+    cands = np.array([6, 0, 3, 1, 2, 5, 4])
+    for qsrc in (qmaps, qpyr):  # the query side as a map or as a pyramid
+        rr = CVNetReranker(model, qsrc, dpyr, batch_size=3)
+        for q in range(len(qmaps)):
+            np.testing.assert_allclose(rr.score(q, cands), ref[q, cands], atol=1e-5, rtol=0)
+    d16 = [Pyramid(p.size, tuple(lv.half().numpy() for lv in p.levels)) for p in dpyr]
+    got = CVNetReranker(model, qmaps, d16, batch_size=4).score(0, cands)
+    np.testing.assert_allclose(got, ref[0, cands], atol=5e-3, rtol=0)  # fp16 storage rounding only
+    mixed = CVNetReranker(model, qmaps, [dpyr[0], dmaps[2]], batch_size=4)  # same map size, two kinds
+    with pytest.raises(InputError, match="mixes pyramids and stage-3 maps"):
+        mixed.score(0, np.array([0, 1]))

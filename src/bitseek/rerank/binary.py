@@ -30,7 +30,8 @@ from bitseek.rerank.base import Reranker
 from bitseek.rerank.fusion import rerank_ranks
 from bitseek.rerank.shortlist import DEFAULT_K
 
-__all__ = ["BinaryFirstStage", "binary_first_stage", "binary_stage_cost", "exact_ranking", "map_bytes"]
+__all__ = ["BinaryFirstStage", "binary_first_stage", "binary_stage_cost", "exact_ranking", "first_stage_summary",
+           "map_bytes"]
 
 
 def _rows(x: Any, name: str) -> np.ndarray:
@@ -135,48 +136,65 @@ def _maps(results: dict[str, Any], protocols: Sequence[str]) -> dict[str, float]
     return {p: results[p].map for p in protocols}
 
 
+def first_stage_summary(stage: BinaryFirstStage, full_ranks: np.ndarray, db_global: Any, gnd: Any, *,
+                        k: int = DEFAULT_K, protocols: Sequence[str] = PROTOCOLS) -> dict[str, Any]:
+    """What a binary first stage costs against exact float search (``full_ranks``, the whole ranking).
+
+    JSON-ready: ``map`` of ``float_full``, ``float_top_L`` (exact float search cut at the same depth
+    L) and ``binary_top_L``, percent as revisitop prints; ``cost`` in mAP points, ``vs_float_full``
+    (what the user loses against the float global search) and ``first_stage`` (against float at depth
+    L: the Hamming search's own error); ``recall_at_k``, the share of the exact top-K the Hamming top-L
+    kept; ``bytes_per_image``; the stage's timings."""
+    L = stage.shortlist
+    x = as_numpy(db_global, "db_global")
+    kk = min(int(k), L)
+    n_q = stage.ranks.shape[1]
+    recall = float(np.mean([np.isin(full_ranks[:kk, i], stage.ranks[:, i]).mean() for i in range(n_q)]))
+    maps = {
+        "float_full": _maps(evaluate(full_ranks, gnd, protocols), protocols),
+        "float_top_L": _maps(evaluate(full_ranks[:L], gnd, protocols), protocols),
+        "binary_top_L": _maps(evaluate(stage.ranks, gnd, protocols), protocols),
+    }
+    return {
+        "bits": stage.bits, "shortlist_L": L, "n_db": int(x.shape[0]), "n_query": int(n_q),
+        "recall_at_k": {"k": kk, "recall": recall},
+        "bytes_per_image": {"binary_code": stage.code_bytes, "float_descriptor": int(x.shape[1] * x.dtype.itemsize)},
+        "seconds": dict(stage.seconds),
+        "map": maps,
+        "cost": {"first_stage": _cost(maps["float_top_L"], maps["binary_top_L"]),
+                 "vs_float_full": _cost(maps["float_full"], maps["binary_top_L"])},
+    }
+
+
+def _cost(ref: dict[str, float], got: dict[str, float]) -> dict[str, float]:
+    return {p: round(ref[p] - got[p], 2) for p in ref}
+
+
 def binary_stage_cost(query_global: Any, db_global: Any, gnd: Any, *, bits: int = 256, shortlist: int = 1000,
                       reranker: Reranker | None = None, k: int = DEFAULT_K, mode: str = "plain",
                       protocols: Sequence[str] = PROTOCOLS, db_maps: Any = None, seed: int = 0,
                       train: Any = None) -> dict[str, Any]:
     """mAP of exact float search vs the binary first stage (same depth L), before and after re-ranking.
 
-    Returns a JSON-ready report: ``map`` (per pipeline and protocol, percent as revisitop prints),
-    ``cost`` (float minus binary, mAP points), ``recall_at_k`` (share of the exact top-K that the
-    Hamming top-L kept), ``bytes_per_image`` and the timings. ``mode`` is the re-rank shortlist mode
-    (``"plain"`` or ``"gnd"``), recorded in the report. ``db_maps`` (a map source or a byte count)
-    adds the re-rank cache's bytes per image."""
+    Returns :func:`first_stage_summary`'s report; with a ``reranker``, ``map`` also holds
+    ``float_top_L+rerank`` / ``binary_top_L+rerank`` and ``cost`` an ``after_rerank`` entry. ``mode``
+    is the re-rank shortlist mode (``"plain"`` or ``"gnd"``), recorded in the report. ``db_maps`` (a
+    map source or a byte count) adds the re-rank cache's bytes per image."""
     stage = binary_first_stage(query_global, db_global, bits=bits, shortlist=shortlist, seed=seed, train=train)
     L = stage.shortlist
-    x = as_numpy(db_global, "db_global")
     full_ranks, full_scores = exact_ranking(query_global, db_global)
     f_ranks, f_scores = full_ranks[:L], full_scores[:L]
-    kk = min(int(k), L)
-    recall = float(np.mean([np.isin(full_ranks[:kk, i], stage.ranks[:, i]).mean() for i in range(stage.ranks.shape[1])]))
-    maps = {
-        "float_full": _maps(evaluate(full_ranks, gnd, protocols), protocols),
-        "float_top_L": _maps(evaluate(f_ranks, gnd, protocols), protocols),
-        "binary_top_L": _maps(evaluate(stage.ranks, gnd, protocols), protocols),
-    }
-    report: dict[str, Any] = {
-        "bits": stage.bits, "shortlist_L": L, "n_db": int(x.shape[0]), "n_query": int(stage.ranks.shape[1]),
-        "recall_at_k": {"k": kk, "recall": recall},
-        "bytes_per_image": {"binary_code": stage.code_bytes,
-                            "float_descriptor": int(x.shape[1] * x.dtype.itemsize)},
-        "seconds": dict(stage.seconds),
-    }
+    report = first_stage_summary(stage, full_ranks, db_global, gnd, k=k, protocols=protocols)
+    maps = report["map"]
     if db_maps is not None:
         report["bytes_per_image"]["rerank_map"] = map_bytes(db_maps)
     if reranker is not None:
+        kk = report["recall_at_k"]["k"]
         fr = rerank_ranks(f_ranks, f_scores, reranker, mode=mode, k=kk, gnd=gnd, protocols=protocols)
         br = rerank_ranks(stage.ranks, stage.scores, reranker, mode=mode, k=kk, gnd=gnd, protocols=protocols)
         maps["float_top_L+rerank"] = _maps(evaluate(fr.ranks, gnd, protocols), protocols)
         maps["binary_top_L+rerank"] = _maps(evaluate(br.ranks, gnd, protocols), protocols)
         report["rerank"] = br.to_json()
         report["seconds"]["rerank_binary"] = br.seconds
-    report["map"] = maps
-    report["cost"] = {"first_stage": {p: round(maps["float_top_L"][p] - maps["binary_top_L"][p], 2) for p in protocols}}
-    if reranker is not None:
-        report["cost"]["after_rerank"] = {p: round(maps["float_top_L+rerank"][p] - maps["binary_top_L+rerank"][p], 2)
-                                          for p in protocols}
+        report["cost"]["after_rerank"] = _cost(maps["float_top_L+rerank"], maps["binary_top_L+rerank"])
     return report

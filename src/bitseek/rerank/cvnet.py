@@ -1,13 +1,20 @@
-"""CVNet re-ranking over cached stage-3 maps: pairs batched, the query side computed once.
+"""CVNet re-ranking over cached database features: pairs batched, the query side computed once.
 
-The official test recomputes the backbone for every (query, candidate) pair. Here the database's
-``CVNet.rerank_features`` maps come from a cache (fp16 rows are enough), and each query costs
+The official test recomputes the backbone for every (query, candidate) pair. Here each database
+image's features come from a cache, either
+
+* its convolved pyramid (:class:`~bitseek.models.cvnet.rerank.Pyramid`: the 3 scales' 256-channel
+  3x3-conv outputs, fp16; what ``bitseek retrieval test`` caches), so only the correlation and the
+  4D convs run per pair, or
+* its ``CVNet.rerank_features`` stage-3 map (1024 channels, fp16), projected here per pair;
+
+and each query costs
 
 * its own lifted pyramid (resize + 3x3 conv per scale, normalised, resized to full size) once, and
-* per batch of candidates whose maps share a shape: their lifted pyramids, all 9 cross-scale
-  correlations as one matrix product against the broadcast query (no 4D resize:
-  :func:`bitseek.models.cvnet.rerank.lift_pyramid` says why that is the same number), the 4D-conv
-  learner -- a single forward for the whole batch.
+* per batch of candidates whose maps share a shape: their lifted pyramids, the two slabs of the
+  9 cross-scale correlations that the first (stride-2) 4D conv reads, each one matrix product
+  against the broadcast query (no 4D resize: :func:`bitseek.models.cvnet.rerank.lift_pyramid` says
+  why that is the same number), the 4D-conv learner -- a single forward for the whole batch.
 
 Candidates of different map sizes (portrait/landscape photos) go into different batches, since
 the correlation tensor's shape is the map shape. A batch is also capped by ``memory_budget`` (bytes
@@ -25,6 +32,7 @@ import torch
 from torch import Tensor
 
 from bitseek.errors import ConfigError, InputError
+from bitseek.models.cvnet.rerank import Pyramid
 from bitseek.registry import RERANKERS
 from bitseek.rerank.base import MapSource, RerankInputs, ScoringReranker
 from bitseek.rerank.fusion import FUSION_WEIGHT
@@ -66,31 +74,58 @@ class CVNetReranker(ScoringReranker):
         p = next(model.rerank.parameters())
         self.device, self.dtype = p.device, p.dtype
 
-    def _load(self, source: MapSource, i: int, where: str) -> Tensor:
+    def _load(self, source: MapSource, i: int, where: str) -> Tensor | Pyramid:
         if not 0 <= int(i) < len(source):
             raise InputError(f"{where}: index {int(i)} out of range for {len(source)} maps")
-        return map_tensor(source[int(i)], f"{where}[{int(i)}]")
+        m = source[int(i)]
+        if isinstance(m, Pyramid):
+            return m
+        t = map_tensor(m, f"{where}[{int(i)}]")
+        cin = self.model.rerank.scale_convs[0].in_channels
+        if t.shape[1] != cin:
+            raise InputError(f"{where}[{int(i)}]: {t.shape[1]} channels, the re-ranker takes {cin}")
+        return t
+
+    def _lift(self, items: list[Any], where: str) -> Tensor:
+        """One batch's lifted pyramids (all of one map size): cached levels lifted, raw maps projected."""
+        rr = self.model.rerank
+        if all(isinstance(p, Pyramid) for p in items):
+            levels = [torch.stack([torch.as_tensor(p.levels[s]) for p in items])  # type: ignore[union-attr]
+                      for s in range(len(items[0].levels))]
+            return rr.lift_levels(levels, items[0].size, self.device)
+        if any(isinstance(t, Pyramid) for t in items):
+            raise InputError(f"{where}: a map source mixes pyramids and stage-3 maps")
+        return rr.lift(torch.cat(items).to(self.device, self.dtype, non_blocking=True))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _size(m: Tensor | Pyramid) -> tuple[int, int]:
+        return tuple(m.size) if isinstance(m, Pyramid) else tuple(m.shape[-2:])  # type: ignore[return-value]
 
     @torch.inference_mode()
     def score_tensor(self, query: int, candidates: np.ndarray) -> Tensor:
         """(K,) match probabilities on the model's device (no host sync)."""
-        fq = self._load(self.query_maps, query, "query_maps").to(self.device, self.dtype, non_blocking=True)
-        qt = self.model.rerank.lift(fq)
-        hq, wq = fq.shape[-2:]
-        groups: dict[tuple[int, ...], list[tuple[int, Tensor]]] = defaultdict(list)
+        fq = self._load(self.query_maps, query, "query_maps")
+        qt = self._lift([fq], f"query_maps[{int(query)}]")
+        hq, wq = self._size(fq)
+        groups: dict[tuple[int, ...], list[tuple[int, Tensor | Pyramid]]] = defaultdict(list)
         for j, c in enumerate(np.asarray(candidates, dtype=np.int64)):
             fk = self._load(self.db_maps, c, "db_maps")
-            if fk.shape[1] != fq.shape[1]:
-                raise InputError(f"db_maps[{int(c)}]: {fk.shape[1]} channels, the query map has {fq.shape[1]}")
-            groups[tuple(fk.shape[-2:])].append((j, fk))
+            groups[self._size(fk)].append((j, fk))
         out = torch.empty(len(candidates), device=self.device, dtype=self.dtype)
+        s2 = len(self.model.rerank.scales) ** 2
+        conv = self.model.rerank.learner.blocks[0][0].conv
+        sq, sk = conv.stride
+        o1 = conv.key_conv.out_channels
         for (hk, wk), items in groups.items():
-            per_pair = len(self.model.rerank.scales) ** 2 * hq * wq * hk * wk * fq.element_size() * 3
+            # the two correlation slabs, the first conv's outputs and their sum (bytes per pair)
+            slabs = s2 * (hq * wq * -(-hk // sk) * -(-wk // sk) + -(-hq // sq) * -(-wq // sq) * hk * wk)
+            first = 3 * o1 * -(-hq // sq) * -(-wq // sq) * -(-hk // sk) * -(-wk // sk)
+            per_pair = (slabs + first) * qt.element_size()
             step = max(1, min(self.batch_size, self.memory_budget // max(per_pair, 1)))
             for s in range(0, len(items), step):
                 chunk = items[s: s + step]
-                fk = torch.cat([t for _, t in chunk]).to(self.device, self.dtype, non_blocking=True)
-                scores = self.model.rerank.score_lifted(qt, self.model.rerank.lift(fk), (hq, wq, hk, wk))
+                kt = self._lift([t for _, t in chunk], f"db_maps[{int(candidates[chunk[0][0]])}]")
+                scores = self.model.rerank.score_lifted(qt, kt, (hq, wq, hk, wk))
                 idx = torch.as_tensor([j for j, _ in chunk], device=self.device)
                 out[idx] = scores
         return out

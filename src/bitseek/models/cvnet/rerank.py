@@ -13,19 +13,28 @@ last stage-3 block *before* its ReLU:
 3. **Encoder.** Four blocks of center-pivot 4D convs, each followed by GroupNorm(4) and ReLU; the
    mean over the four spatial dims; MLP 128 -> 128 -> 2; softmax; the score is the probability of
    class 1 (same instance).
+
+The fast path (:meth:`CVReranker.score_lifted`, what the cached re-ranker calls) computes the same
+numbers with less work: a database image's convolved pyramid (:class:`Pyramid`) is computed once
+and cached, and since the first 4D conv has stride 2 on both halves, its query half reads the
+correlation only at every other key position and its key half only at every other query
+position. :func:`correlation_slabs` computes just those two slabs (half the full tensor), each as
+one matrix product already laid out as the 2D conv's input; the encoder runs channels-last.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bitseek.errors import ConfigError, InputError
-from bitseek.models.layers.conv4d import CenterPivotConv4d
+from bitseek.models.layers.conv4d import CenterPivotConv4d, combine_halves, group_norm_cl
 
 __all__ = [
     "CORRELATION_EPS",
@@ -33,7 +42,9 @@ __all__ = [
     "CVReranker",
     "Conv4dNormAct",
     "CorrelationLearner",
+    "Pyramid",
     "correlate_pyramids",
+    "correlation_slabs",
     "cosine_correlation",
     "cross_scale_correlation",
     "feature_pyramid",
@@ -143,6 +154,48 @@ def lifted_correlation(qt: Tensor, kt: Tensor, size: Sequence[int]) -> Tensor:
     return corr.clamp_(min=0).view(b, s * kt.shape[1], *(int(v) for v in size))
 
 
+def correlation_slabs(qt: Tensor, kt: Tensor, size: Sequence[int], stride: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """The two parts of the clamped lifted correlation that a first center-pivot conv of ``stride``
+    = (query stride sq, key stride sk) reads, each laid out as its 2D conv's input:
+
+    * ``a``: (B*hk'*wk', S², Hq, Wq), every query position at key positions ``::sk``, channel
+      ``t*S + s`` for query scale s and key scale t (**key scale outer**: reorder the conv's input
+      channels to match, as :meth:`CorrelationLearner.forward_slabs` does);
+    * ``b``: (B*hq'*wq', S², Hk, Wk), every key position at query positions ``::sq``, channel
+      ``s*S + t`` (query scale outer, as :func:`lifted_correlation`).
+
+    ``qt``: (Bq, S, C, Hq*Wq), ``kt``: (Bk, S, C, Hk*Wk) lifted pyramids; a batch of 1 broadcasts."""
+    Hq, Wq, Hk, Wk = (int(v) for v in size)
+    sq, sk = (int(v) for v in stride)
+    bq, s, c = qt.shape[:3]
+    bk = kt.shape[0]
+    b = max(bq, bk)
+    ks = kt.view(bk, s, c, Hk, Wk)[..., ::sk, ::sk]
+    pk = ks.shape[-2] * ks.shape[-1]
+    k1 = ks.permute(0, 3, 4, 1, 2).reshape(bk, pk * s, c)  # rows: (key position, key scale)
+    q1 = qt.transpose(1, 2).reshape(bq, c, s * Hq * Wq)  # columns: (query scale, query position)
+    a = (k1.reshape(-1, c) @ q1[0]) if bq == 1 else torch.matmul(k1, q1)
+    qs = qt.view(bq, s, c, Hq, Wq)[..., ::sq, ::sq]
+    pq = qs.shape[-2] * qs.shape[-1]
+    q2 = qs.permute(0, 3, 4, 1, 2).reshape(bq, pq * s, c)  # rows: (query position, query scale)
+    k2 = kt.transpose(1, 2).reshape(bk, c, s * Hk * Wk)  # columns: (key scale, key position)
+    bb = (q2.reshape(-1, c) @ k2[0]) if bk == 1 else torch.matmul(q2, k2)
+    a = a.clamp_(min=0).view(b * pk, s * s, Hq, Wq)
+    bb = bb.clamp_(min=0).view(b * pq, s * s, Hk, Wk)
+    return a, bb
+
+
+@dataclass(frozen=True)
+class Pyramid:
+    """One image's convolved re-rank pyramid: what a database caches instead of its stage-3 map.
+
+    ``size``: (H, W) of the stage-3 map (the full size the correlation is resized to); ``levels``:
+    per scale, that scale's (dim, h_s, w_s) 3x3-conv output (any float array or tensor)."""
+
+    size: tuple[int, int]
+    levels: tuple[Any, ...]
+
+
 class Conv4dNormAct(nn.Module):
     """Center-pivot 4D conv -> GroupNorm(4) -> ReLU."""
 
@@ -153,6 +206,10 @@ class Conv4dNormAct(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(self.norm(self.conv(x)))
+
+    def forward_cl(self, x: Tensor) -> Tensor:
+        """Channels-last (B, Hq, Wq, Hk, Wk, C) in and out."""
+        return group_norm_cl(self.conv.forward_cl(x), self.norm)
 
 
 class CorrelationLearner(nn.Module):
@@ -172,10 +229,26 @@ class CorrelationLearner(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, 2))
 
     def forward(self, corr: Tensor) -> Tensor:
-        x = corr
-        for block in self.blocks:
-            x = block(x)
-        return self.classifier(x.flatten(2).mean(-1))
+        """(B, S², Hq, Wq, Hk, Wk) correlation -> (B, 2) logits (computed channels-last)."""
+        return self._rest(corr.permute(0, 2, 3, 4, 5, 1), skip=0)
+
+    def forward_slabs(self, a: Tensor, b: Tensor, batch: int) -> Tensor:
+        """(B, 2) logits from :func:`correlation_slabs`' output: the first conv applied to the two slabs
+        (the query conv's input channels reordered to the slab's key-scale-outer order)."""
+        first: Conv4dNormAct = self.blocks[0][0]  # type: ignore[assignment]
+        conv = first.conv
+        w = conv.query_conv.weight
+        s = math.isqrt(w.shape[1])
+        wt = w.view(w.shape[0], s, s, *w.shape[2:]).transpose(1, 2).reshape(w.shape)
+        q = F.conv2d(a, wt, conv.query_conv.bias, conv.query_conv.stride, conv.query_conv.padding)
+        k = conv.key_conv(b)
+        return self._rest(group_norm_cl(combine_halves(q, k, batch), first.norm), skip=1)
+
+    def _rest(self, x: Tensor, skip: int) -> Tensor:
+        layers = [m for block in self.blocks for m in block][skip:]
+        for m in layers:
+            x = m.forward_cl(x)
+        return self.classifier(x.flatten(1, -2).mean(1))
 
 
 class CVReranker(nn.Module):
@@ -200,12 +273,30 @@ class CVReranker(nn.Module):
         """One side's lifted pyramid (:func:`lift_pyramid`) from its (B, 1024, H, W) stage-3 maps."""
         return lift_pyramid(self.pyramid(f), f.shape[-2:])
 
+    def lift_levels(self, levels: Sequence[Any], size: Sequence[int], device: Any = None) -> Tensor:
+        """The lifted pyramid from cached levels (each (dim, h, w) or (B, dim, h, w), any float dtype)."""
+        p = self.scale_convs[0].weight
+        ts = [(lv if isinstance(lv, Tensor) else torch.from_numpy(lv)) for lv in levels]
+        ts = [(t if t.dim() == 4 else t.unsqueeze(0)).to(device or p.device, p.dtype) for t in ts]
+        if len(ts) != len(self.scales) or any(t.shape[1] != p.shape[0] for t in ts):
+            raise InputError(f"CVNet re-rank: a pyramid needs {len(self.scales)} levels of {p.shape[0]} channels, "
+                             f"got {[tuple(t.shape) for t in ts]}")
+        return lift_pyramid(ts, size)
+
+    def project(self, f: Tensor) -> list[Pyramid]:
+        """(B, 1024, H, W) stage-3 maps -> one :class:`Pyramid` per image (what a database caches)."""
+        size = (int(f.shape[-2]), int(f.shape[-1]))
+        levels = self.pyramid(f)
+        return [Pyramid(size, tuple(lv[i] for lv in levels)) for i in range(f.shape[0])]
+
     def score_lifted(self, qt: Tensor, kt: Tensor, size: Sequence[int]) -> Tensor:
         """(B,) match probabilities from lifted pyramids; ``size`` = (Hq, Wq, Hk, Wk) of the scale-1 maps.
 
-        Equal to :meth:`forward` on the maps to float tolerance; the batched path of
-        ``bitseek.rerank.cvnet``."""
-        return torch.softmax(self.learner(lifted_correlation(qt, kt, size)), dim=1)[:, 1]
+        Equal to :meth:`forward` on the maps to float tolerance (only the correlation slabs the
+        first strided conv reads are computed); the batched path of ``bitseek.rerank.cvnet``."""
+        stride = self.learner.blocks[0][0].conv.stride
+        a, b = correlation_slabs(qt, kt, size, stride)
+        return torch.softmax(self.learner.forward_slabs(a, b, max(qt.shape[0], kt.shape[0])), dim=1)[:, 1]
 
     def logits(self, fq: Tensor, fk: Tensor) -> Tensor:
         return self.learner(self.correlation(fq, fk))
