@@ -63,7 +63,7 @@ def write_distractors(root: Path, n: int = 3) -> Path:
 def _by_hand(root: Path, gnd: dict, k: int, distractors: Path | None = None) -> tuple[dict, dict]:
     """Global and re-ranked E/M/H mAP computed step by step with the library's parts."""
     from bitseek.data.revisited import read_bgr, read_distractors
-    from bitseek.encode.multiscale import DEFAULT_SCALES, MultiScaleImages, multiscale_descriptors, rerank_maps
+    from bitseek.encode.multiscale import DEFAULT_SCALES, MultiScaleImages, multiscale_descriptors, rerank_pyramids
     from bitseek.eval.revisited import evaluate
     from bitseek.registry import MODELS
     from bitseek.rerank import RerankInputs, build_reranker, ranked_scores, rerank_ranks
@@ -81,8 +81,8 @@ def _by_hand(root: Path, gnd: dict, k: int, distractors: Path | None = None) -> 
         Q, X = multiscale_descriptors(model, qi), multiscale_descriptors(model, di)
         sim = X @ Q.T
         ranks = np.argsort(-sim, axis=0)
-        rr = build_reranker("cvnet", RerankInputs(model=model, query_maps=rerank_maps(model, qi),
-                                                  db_maps=rerank_maps(model, di)))
+        rr = build_reranker("cvnet", RerankInputs(model=model, query_maps=rerank_pyramids(model, qi),
+                                                  db_maps=rerank_pyramids(model, di)))
         res = rerank_ranks(ranks, ranked_scores(sim, ranks), rr, mode="gnd", k=k, gnd=gnd)
     return ({p: r.map for p, r in evaluate(ranks, gnd).items()},
             {p: r.map for p, r in evaluate(res.ranks, gnd).items()})
@@ -111,13 +111,13 @@ def test_retrieval_test_end_to_end_with_distractors_and_cvnet_rerank(tmp_path, c
     assert {p: v["map"] for p, v in r["global"].items()} == glob
     (rk,) = r["rerank"]
     assert rk["k"] == 3 and rk["shortlist_mode"] == "gnd" and rk["reranker"] == "cvnet"
-    # fp16 cached maps vs fp16 maps by hand: the same scores, so the same ranking and mAP
+    # fp16 cached pyramids vs fp16 pyramids by hand: the same scores, so the same ranking and mAP
     assert {p: v["map"] for p, v in rk["results"].items()} == rer
     # only the distractors that reach a shortlist got their maps extracted
-    (mdir,) = (tmp_path / "cache").glob("revisitop1m-maps-*")
+    (mdir,) = (tmp_path / "cache").glob("revisitop1m-pyramid-*")
     assert json.loads((mdir / "manifest.json").read_text())["n_rows"] <= 3
     assert sorted(p.name.split("-")[0] + "-" + p.name.split("-")[1] for p in (tmp_path / "cache").iterdir()) == [
-        "revisitop1m-global", "revisitop1m-maps", "roxford5k-db", "roxford5k-db", "roxford5k-query",
+        "revisitop1m-global", "revisitop1m-pyramid", "roxford5k-db", "roxford5k-db", "roxford5k-query",
         "roxford5k-query"]
 
 
@@ -216,3 +216,55 @@ def test_bad_data_is_named_before_or_during_extraction(tmp_path, capsys):
     assert "db5.jpg: truncated or corrupt JPEG" in _err(capsys)
     assert not (tmp_path / "o.json").exists()
     assert not [p for p in (tmp_path / "c").rglob("*") if p.suffix == ".tmp"]
+
+
+def test_binary_first_stage_from_the_cli_matches_by_hand(tmp_path, capsys):
+    """--first-stage itq:BITS: ITQ codes of the database -> Hamming top-L -> float re-scoring, then the
+    re-ranker on that shortlist; every number equals the same chain run with the library's parts."""
+    from bitseek.data.revisited import read_bgr, read_distractors
+    from bitseek.encode.multiscale import DEFAULT_SCALES, MultiScaleImages, multiscale_descriptors, rerank_pyramids
+    from bitseek.eval.revisited import evaluate
+    from bitseek.registry import MODELS
+    from bitseek.rerank import RerankInputs, build_reranker, rerank_ranks
+    from bitseek.rerank.binary import binary_first_stage
+
+    root = tmp_path / "data"
+    gnd = write_tiny_revisitop(root)
+    d = write_distractors(tmp_path)  # 11 database rows: enough to fit 8 ITQ bits
+    assert _run(root, tmp_path, "--plus1m", str(d), "--first-stage", "itq:8", "--first-stage-depth", "6",
+                "--shortlist", "plain") == 0
+    out = capsys.readouterr().out
+    assert ">> roxford5k: first stage itq:8: Hamming top-6" in out and "mAP cost of the binary first stage" in out
+    rep = json.loads((tmp_path / "out.json").read_text())
+    assert rep["first_stage"] == "itq:8" and rep["first_stage_depth"] == 6
+    r = rep["datasets"]["roxford5k"]
+    fs = r["first_stage"]
+    assert fs["kind"] == "itq" and fs["bits"] == 8 and fs["shortlist_L"] == 6 and fs["n_db"] == N_DB + 3
+    assert fs["bytes_per_image"]["binary_code"] == 1 and fs["bytes_per_image"]["float_descriptor"] == 2048 * 4
+
+    torch.manual_seed(SEED)
+    model = MODELS.create(MODELS.config("cvnet", depth=50)).eval()
+    jpg = root / "roxford5k" / "jpg"
+    qp = [jpg / f"{n}.jpg" for n in gnd["qimlist"]]
+    dp = [jpg / f"{n}.jpg" for n in gnd["imlist"]] + read_distractors(d)
+    qi = MultiScaleImages(lambda i: read_bgr(qp[i]), len(qp), DEFAULT_SCALES, [g["bbx"] for g in gnd["gnd"]])
+    di = MultiScaleImages(lambda i: read_bgr(dp[i]), len(dp), DEFAULT_SCALES)
+    with torch.no_grad():
+        Q, X = multiscale_descriptors(model, qi), multiscale_descriptors(model, di)
+        st = binary_first_stage(Q, X, bits=8, shortlist=6, seed=SEED)
+        rr = build_reranker("cvnet", RerankInputs(model=model, query_maps=rerank_pyramids(model, qi),
+                                                  db_maps=rerank_pyramids(model, di)))
+        res = rerank_ranks(st.ranks, st.scores, rr, mode="plain", k=3)
+    assert fs["map"]["binary_top_L"] == {p: v.map for p, v in evaluate(st.ranks, gnd).items()}
+    assert fs["map"]["float_full"] == {p: v["map"] for p, v in r["global"].items()}
+    (rk,) = r["rerank"]
+    assert {p: v["map"] for p, v in rk["results"].items()} == {p: v.map for p, v in evaluate(res.ranks, gnd).items()}
+
+
+def test_bad_first_stage_is_one_line(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_tiny_revisitop(root)
+    with pytest.raises(SystemExit) as e:
+        _run(root, tmp_path, "--first-stage", "itq:12")
+    assert e.value.code == 2
+    assert "--first-stage: 'itq:12' is not float (exact inner product" in capsys.readouterr().err

@@ -164,3 +164,31 @@ def test_a_subset_map_cache_and_concatenated_sources(helper, tmp_path):
         m[0]
     both = ConcatMaps([["a", "b"], m])
     assert len(both) == 9 and both[1] == "b" and np.array_equal(both[3], want[0])
+
+
+def test_pyramid_cache_holds_each_images_convolved_levels(helper, tmp_path):
+    """kind='pyramid': the re-rank pyramid (3 levels of the re-ranker's 3x3-conv outputs) per image,
+    fp16, read back as the same arrays the direct extraction gives, in chunks like the maps."""
+    import torch
+
+    from bitseek.encode.multiscale import rerank_pyramids
+    from bitseek.models.cvnet.rerank import CVReranker, Pyramid
+
+    class WithHead(helper.Tiny):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(1)
+            self.rerank = CVReranker(8, 4).eval()
+
+    _, ims = helper.images(tmp_path / "img")
+    c = _cache(helper, tmp_path, kind="pyramid", chunk=3).extract(WithHead(), show_progress=False)
+    assert c.dir != _cache(helper, tmp_path, kind="maps").dir
+    got, want = c.maps(), rerank_pyramids(WithHead(), ims)
+    maps = rerank_maps(helper.Tiny(), ims)
+    assert len(got) == 7
+    for i in range(7):
+        p = got[i]
+        assert isinstance(p, Pyramid) and p.size == maps[i].shape[1:] and len(p.levels) == 3
+        assert all(lv.dtype == np.float16 and lv.shape[0] == 4 for lv in p.levels)
+        assert all(np.array_equal(a, b) for a, b in zip(p.levels, want[i].levels))
+    assert got[6].levels[-1].shape[1:] == maps[6].shape[1:]  # the scale-1 level has the map's size

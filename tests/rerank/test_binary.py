@@ -10,7 +10,7 @@ import torch
 from bitseek.errors import ConfigError, InputError
 from bitseek.eval.revisited import evaluate
 from bitseek.rerank import ScoringReranker
-from bitseek.rerank.binary import binary_first_stage, binary_stage_cost, exact_ranking
+from bitseek.rerank.binary import binary_first_stage, binary_stage_cost, exact_ranking, map_bytes
 
 
 def _landmarks(seed=0, n_cls=12, per=30, nq_per=1, dim=64, noise=0.6):
@@ -68,6 +68,9 @@ def test_cost_report_short_shortlist_and_rerank():
     assert 0.0 < rep["recall_at_k"]["recall"] < 1.0  # 16 bits do lose neighbours
     assert rep["cost"]["first_stage"]["medium"] > 0.0
     assert rep["cost"]["first_stage"]["medium"] == round(m["float_top_L"]["medium"] - m["binary_top_L"]["medium"], 2)
+    # against the whole float ranking the cut at depth L costs more than the Hamming search alone
+    assert rep["cost"]["vs_float_full"]["medium"] == round(m["float_full"]["medium"] - m["binary_top_L"]["medium"], 2)
+    assert rep["cost"]["vs_float_full"]["medium"] >= rep["cost"]["first_stage"]["medium"] - 1e-9
     assert m["binary_top_L+rerank"]["medium"] > m["binary_top_L"]["medium"]  # the re-ranker fixes order ...
     assert m["binary_top_L+rerank"]["medium"] < 100.0  # ... but not what the Hamming stage dropped
     assert rep["rerank"]["shortlist_mode"] == "gnd"
@@ -102,3 +105,6 @@ def test_chain_ends_in_cvnet_reranking():
                             protocols=("easy", "medium"))
     assert rep["rerank"]["reranker"] == "cvnet" and rep["rerank"]["n_pairs"] == 30
     assert rep["bytes_per_image"]["rerank_map"] == 1024 * 3 * 3 * 2
+    with torch.inference_mode():
+        pyr = [model.rerank.project(m[None].float())[0] for m in dmaps[:2]]
+    assert map_bytes(pyr) == sum(lv.numel() * 4 for lv in pyr[0].levels)  # a pyramid: its levels' bytes

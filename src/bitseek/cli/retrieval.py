@@ -5,7 +5,10 @@ and the database (:mod:`bitseek.encode.multiscale`, the official protocol), cach
 (:mod:`bitseek.encode.revisited_cache`, resumable); inner-product ranking; Easy/Medium/Hard mAP
 in revisitop's print format; then, per ``TEST.TOPK_LIST`` entry, the re-ranked ranking of a
 re-ranker from ``registry.RERANKERS`` and its mAP. ``--plus1m`` appends revisitop's distractors
-after the database. Everything printed is also written as JSON.
+after the database. ``--first-stage itq:BITS`` puts bitseek's binary first stage in front of the
+re-ranker (:mod:`bitseek.rerank.binary`: ITQ codes -> Hamming top-L -> float re-scoring) and
+reports its mAP, bytes per image and cost against the exact float search. Everything printed is
+also written as JSON.
 """
 
 from __future__ import annotations
@@ -25,6 +28,18 @@ from bitseek.errors import ConfigError, FileFormatError
 log = logging.getLogger(__name__)
 
 RERANK_CHOICES = ("cvnet", "superglobal", "none")
+FIRST_STAGE_HELP = "float (exact inner product, as the official test) or itq:BITS (BITS a positive multiple of 8)"
+
+
+def first_stage(text: str) -> tuple[str, int]:
+    """``--first-stage`` value -> ("float", 0) or ("itq", bits); argparse type (bad values exit 2)."""
+    t = text.strip().lower()
+    if t == "float":
+        return "float", 0
+    kind, _, bits = t.partition(":")
+    if kind == "itq" and bits.isdigit() and int(bits) > 0 and int(bits) % 8 == 0:
+        return "itq", int(bits)
+    raise argparse.ArgumentTypeError(f"--first-stage: {text!r} is not {FIRST_STAGE_HELP}, e.g. itq:256")
 NEEDS_MAPS = {"cvnet"}  # re-rankers that read the stage-3 maps (the others need only the descriptors)
 
 
@@ -106,6 +121,27 @@ def _distractor_map_rows(ranks: np.ndarray, n_db: int, ks: list[int], mode: str,
     return sorted(need)
 
 
+def _binary_stage(name: str, Q: np.ndarray, X: np.ndarray, full_ranks: np.ndarray, gnd: Any, bits: int,
+                  args: argparse.Namespace, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """ITQ (fitted on the database) -> Hamming top-L -> float re-scoring: its rank-aligned (ranks,
+    scores), which the re-ranker then takes, and the report of what it costs against ``full_ranks``."""
+    from bitseek.eval.revisited import evaluate, format_results
+    from bitseek.rerank.binary import binary_first_stage, first_stage_summary
+
+    stage = binary_first_stage(Q, X, bits=bits, shortlist=args.first_stage_depth, seed=args.seed)
+    rep = {"kind": "itq", **first_stage_summary(stage, full_ranks, X, gnd, k=k)}
+    b = rep["bytes_per_image"]
+    print(f">> {name}: first stage itq:{stage.bits}: Hamming top-{stage.shortlist}, re-scored by the float "
+          f"descriptor ({b['binary_code']} bytes/image in the index, {b['float_descriptor']} read per "
+          f"candidate); recall of the exact top-{rep['recall_at_k']['k']}: {rep['recall_at_k']['recall']:.3f}",
+          flush=True)
+    print(format_results(evaluate(stage.ranks, gnd), name), flush=True)
+    cost = rep["cost"]["vs_float_full"]
+    print(f">> {name}: mAP cost of the binary first stage vs exact float search: "
+          + ", ".join(f"{p[0].upper()}: {cost[p]:+.2f}" for p in cost), flush=True)
+    return stage.ranks, stage.scores, rep
+
+
 def run_dataset(name: str, cfg: Any, model: Any, model_id: str, args: argparse.Namespace,
                 distractors: tuple[list[Path], list[str]] | None, device: Any) -> dict[str, Any]:
     from bitseek.data.revisited import read_bgr, revisitop_images
@@ -141,23 +177,31 @@ def run_dataset(name: str, cfg: Any, model: Any, model_id: str, args: argparse.N
     print(format_results(res, name), flush=True)
     out: dict[str, Any] = {"n_query": len(Q), "n_db": n_db, "n_distractors": len(X) - n_db,
                            "global": _results_json(res), "rerank": []}
+    from bitseek.rerank import RerankInputs, build_reranker, ranked_scores, rerank_ranks
+
+    kind, bits = getattr(args, "first_stage", ("float", 0))
+    if kind == "itq":
+        ranks, scores, out["first_stage"] = _binary_stage(name, Q, X, ranks, gnd, bits, args, max(cfg.topk_list))
+    else:
+        scores = None
+        out["first_stage"] = {"kind": "float"}
     if args.rerank == "none":
         return out
 
-    from bitseek.rerank import RerankInputs, build_reranker, ranked_scores, rerank_ranks
-
     inputs = RerankInputs(model=model, query_global=Q, db_global=X)
     if args.rerank in NEEDS_MAPS:
-        inputs.query_maps = cached(f"{name}-query", "maps", q_ims, gnd["qimlist"]).maps()
-        db_maps = cached(f"{name}-db", "maps", db_ims, gnd["imlist"]).maps()
+        # each image's convolved re-rank pyramid (fp16), so only correlation + 4D convs run per pair
+        inputs.query_maps = cached(f"{name}-query", "pyramid", q_ims, gnd["qimlist"]).maps()
+        db_maps = cached(f"{name}-db", "pyramid", db_ims, gnd["imlist"]).maps()
         if d_ims is not None:
             rows = _distractor_map_rows(ranks, n_db, cfg.topk_list, args.shortlist, gnd)
-            inputs.db_maps = ConcatMaps([db_maps, cached("revisitop1m", "maps", d_ims, distractors[1],  # type: ignore[index]
+            inputs.db_maps = ConcatMaps([db_maps, cached("revisitop1m", "pyramid", d_ims, distractors[1],  # type: ignore[index]
                                                          rows=rows).maps()])
         else:
             inputs.db_maps = db_maps
     reranker = build_reranker(args.rerank, inputs)
-    scores = ranked_scores(sim, ranks)
+    if scores is None:
+        scores = ranked_scores(sim, ranks)
     for k in cfg.topk_list:
         from bitseek.progress import progress
 
@@ -217,6 +261,8 @@ def cmd_test(args: argparse.Namespace) -> int:
                   "pooling": model.pooling_id() or "cvnet"},
         "weights": wdesc, "scales": list(cfg.scale_list), "query_crop": args.crop, "rerank": args.rerank,
         "shortlist_mode": args.shortlist if args.rerank != "none" else None, "topk": list(cfg.topk_list),
+        "first_stage": "float" if args.first_stage[0] == "float" else f"itq:{args.first_stage[1]}",
+        "first_stage_depth": args.first_stage_depth if args.first_stage[0] == "itq" else None,
         "plus1m": str(args.plus1m) if args.plus1m else None, "device": str(device),
         "torch": torch.__version__, "opencv": import_cv2().__version__, "datasets": {},
     }
@@ -247,6 +293,12 @@ def register(sub: Any) -> None:
                     help="append revisitop's +1M distractors (DIR holds revisitop1m.txt and jpg/)")
     sp.add_argument("--rerank", choices=RERANK_CHOICES, default="cvnet",
                     help="re-ranker after the global search (default cvnet, as the official test)")
+    sp.add_argument("--first-stage", type=first_stage, default=("float", 0), metavar="float|itq:BITS",
+                    help="the search before re-ranking: " + FIRST_STAGE_HELP + "; itq ranks by Hamming "
+                         "distance of ITQ codes fitted on the database, keeps --first-stage-depth images and "
+                         "re-scores them by the float descriptor (default float)")
+    sp.add_argument("--first-stage-depth", type=positive_int, default=1000, metavar="L",
+                    help="images the Hamming search keeps per query (itq only; default 1000)")
     sp.add_argument("--shortlist", choices=("gnd", "plain"), default="gnd",
                     help="gnd: the official ground-truth-aware top-K (junk skipped, hard/easy excluded per "
                          "protocol); plain: the first K of the ranking, no ground truth")

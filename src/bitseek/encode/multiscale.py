@@ -31,7 +31,7 @@ from bitseek.errors import ConfigError, InputError
 
 __all__ = ["BGR_MEAN", "BGR_STD", "CROP_RULES", "DEFAULT_SCALES", "MultiScaleImages", "aggregate_scales",
            "check_scales", "crop_to_box", "import_cv2", "multiscale_descriptors", "normalise_bgr", "pyramid",
-           "rerank_maps", "resize_scale"]
+           "rerank_maps", "rerank_pyramids", "resize_scale"]
 
 #: ImageNet statistics in BGR order (the official ``_MEAN``/``_SD``).
 BGR_MEAN = (0.406, 0.456, 0.485)
@@ -194,13 +194,34 @@ def rerank_maps(model: Any, images: MultiScaleImages, rows: Sequence[int] | None
                 device: torch.device | str = "cpu", num_workers: int = 0, progress: Any = None) -> list[np.ndarray]:
     """Each image's re-rank map, ``model.rerank_features`` of the unscaled (cropped) image, as
     (1024, h, w) float16: what the CVNet re-ranker reads back (the official re-rank uses scale 1 only)."""
+    return _per_image(lambda f: f[0].to(torch.float16).cpu().numpy(), model, images, rows, device,
+                      num_workers, progress)
+
+
+@torch.no_grad()
+def rerank_pyramids(model: Any, images: MultiScaleImages, rows: Sequence[int] | None = None, *,
+                    device: torch.device | str = "cpu", num_workers: int = 0, progress: Any = None) -> list[Any]:
+    """Each image's convolved re-rank pyramid (``model.rerank.project`` of its :func:`rerank_maps`
+    map, computed in the model's precision), levels stored float16: the 256-channel levels are less than
+    half the bytes of the 1024-channel map, and the re-ranker skips their 3x3 convs per pair."""
+    from bitseek.models.cvnet.rerank import Pyramid
+
+    def one(f: torch.Tensor) -> Any:
+        (p,) = model.rerank.project(f)
+        return Pyramid(p.size, tuple(lv.to(torch.float16).cpu().numpy() for lv in p.levels))
+
+    return _per_image(one, model, images, rows, device, num_workers, progress)
+
+
+def _per_image(fn: Any, model: Any, images: MultiScaleImages, rows: Sequence[int] | None, device: Any,
+               num_workers: int, progress: Any) -> list[Any]:
     dev = torch.device(device)
     one = MultiScaleImages(images.loader, len(images), (1.0,), images.boxes, images.crop)
     rows = range(len(one)) if rows is None else rows
-    out: list[np.ndarray] = []
+    out: list[Any] = []
     with _no_cudnn_benchmark():
         for (x,) in _items(one, rows, num_workers):
-            out.append(model.rerank_features(x.unsqueeze(0).to(dev))[0].to(torch.float16).cpu().numpy())
+            out.append(fn(model.rerank_features(x.unsqueeze(0).to(dev))))
             if progress is not None:
                 progress.update(1)
     return out

@@ -19,6 +19,11 @@ the rows extracted. Other weights or settings therefore never read a stale cache
 * ``kind="maps"``: ``model.rerank_features`` of the unscaled image, stored fp16 channels-last: one
   row of 1024 values per map position; the chunk's ``attrs`` hold each image's (h, w), so one
   image's map is a contiguous slice of a memory-mapped file (:class:`MapStore`).
+* ``kind="pyramid"``: that map's convolved re-rank pyramid
+  (:class:`~bitseek.models.cvnet.rerank.Pyramid`, ``model.rerank.project``), stored the same way: one
+  row of 256 values per position of each level, the levels one after another; ``attrs`` add each
+  image's level sizes. Less than half the bytes of ``maps``, and the re-ranker's per-scale 3x3 convs
+  are done once per image here rather than once per pair.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import numpy as np
 
 from bitseek.atomic import atomic_write_text
 from bitseek.codes import FeatureSet
-from bitseek.encode.multiscale import MultiScaleImages, multiscale_descriptors, rerank_maps
+from bitseek.encode.multiscale import MultiScaleImages, multiscale_descriptors, rerank_maps, rerank_pyramids
 from bitseek.errors import FileFormatError, InputError
 
 __all__ = ["CACHE_FORMAT", "DEFAULT_CHUNK", "ConcatMaps", "FeatureCache", "MapStore"]
@@ -44,7 +49,7 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 DEFAULT_CHUNK = 256
-KINDS = ("global", "maps")
+KINDS = ("global", "maps", "pyramid")
 
 
 def _digest(obj: Any) -> str:
@@ -150,6 +155,15 @@ class FeatureCache:
             x = multiscale_descriptors(model, self.images, rows.tolist(), device=device, num_workers=num_workers,
                                        progress=bar)
             fs = FeatureSet(x, ids=rows, meta={"name": names}, attrs={"kind": "global"}, dtype="float32")
+        elif self.kind == "pyramid":
+            pyrs = rerank_pyramids(model, self.images, rows.tolist(), device=device, num_workers=num_workers,
+                                   progress=bar)
+            parts = [lv.reshape(lv.shape[0], -1).T for p in pyrs for lv in p.levels]
+            flat = np.concatenate(parts) if parts else np.zeros((0, 1), np.float16)
+            fs = FeatureSet(flat, attrs={"kind": "pyramid", "image_ids": rows.tolist(), "names": names,
+                                         "shapes": [list(p.size) for p in pyrs],
+                                         "levels": [[list(lv.shape[1:]) for lv in p.levels] for p in pyrs]},
+                            dtype="float16")
         else:
             maps = rerank_maps(model, self.images, rows.tolist(), device=device, num_workers=num_workers, progress=bar)
             shapes = [list(m.shape[1:]) for m in maps]
@@ -185,8 +199,9 @@ class FeatureCache:
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
     def maps(self) -> "MapStore":
-        """The re-rank maps as a MapSource: ``store[image_index] -> (1024, h, w) float16``."""
-        if self.kind != "maps":
+        """The re-rank maps as a MapSource: ``store[image_index] -> (1024, h, w) float16``, or for
+        ``kind="pyramid"`` a :class:`~bitseek.models.cvnet.rerank.Pyramid` of float16 levels."""
+        if self.kind == "global":
             raise InputError("maps: this cache holds global descriptors")
         self._check_complete()
         return MapStore([self._open(c) for c in range(self.n_chunks)], len(self.images), self.dir)
@@ -198,17 +213,21 @@ class FeatureCache:
 
 
 class MapStore:
-    """Per-image re-rank maps read from cache chunks; only the rows of the image asked for are touched."""
+    """Per-image re-rank maps (or pyramids) read from cache chunks; only the rows of the image asked
+    for are touched."""
 
     def __init__(self, chunks: list[FeatureSet], n_images: int, where: Path) -> None:
         self.n = n_images
         self.where = where
-        self._index: dict[int, tuple[FeatureSet, int, int, int]] = {}
+        # image -> (chunk, first row, map (h, w), level sizes or None for a plain map)
+        self._index: dict[int, tuple[FeatureSet, int, int, int, list[tuple[int, int]] | None]] = {}
         for fs in chunks:
             start = 0
-            for i, (h, w) in zip(fs.attrs["image_ids"], fs.attrs["shapes"]):
-                self._index[int(i)] = (fs, start, int(h), int(w))
-                start += int(h) * int(w)
+            levels = fs.attrs.get("levels")
+            for j, (i, (h, w)) in enumerate(zip(fs.attrs["image_ids"], fs.attrs["shapes"])):
+                lv = [(int(a), int(b)) for a, b in levels[j]] if levels is not None else None
+                self._index[int(i)] = (fs, start, int(h), int(w), lv)
+                start += sum(a * b for a, b in lv) if lv is not None else int(h) * int(w)
             if start != len(fs):
                 raise FileFormatError(f"{fs.path}: {len(fs)} map rows, the shapes it lists need {start}")
 
@@ -218,13 +237,25 @@ class MapStore:
     def __contains__(self, i: int) -> bool:
         return int(i) in self._index
 
-    def __getitem__(self, i: int) -> np.ndarray:
+    def __getitem__(self, i: int) -> Any:
         try:
-            fs, start, h, w = self._index[int(i)]
+            fs, start, h, w, levels = self._index[int(i)]
         except KeyError:
             raise InputError(f"{self.where}: no re-rank map cached for image {i}") from None
-        rows = np.asarray(fs.features[start:start + h * w])
-        return np.ascontiguousarray(rows.T.reshape(rows.shape[1], h, w))
+        if levels is None:
+            return _channels_first(fs.features[start:start + h * w], h, w)
+        from bitseek.models.cvnet.rerank import Pyramid
+
+        out = []
+        for a, b in levels:
+            out.append(_channels_first(fs.features[start:start + a * b], a, b))
+            start += a * b
+        return Pyramid((h, w), tuple(out))
+
+
+def _channels_first(rows: Any, h: int, w: int) -> np.ndarray:
+    r = np.asarray(rows)
+    return np.ascontiguousarray(r.T.reshape(r.shape[1], h, w))
 
 
 class ConcatMaps:

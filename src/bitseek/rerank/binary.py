@@ -2,7 +2,7 @@
 
 The two halves of bitseek meet here. A database keeps, per image, a ``bits/8``-byte ITQ code in the
 search index (RAM), its float global descriptor on disk (read only for shortlisted images) and,
-for CVNet, its stage-3 map in the re-rank cache. A query:
+for CVNet, its convolved re-rank pyramid (or stage-3 map) in the re-rank cache. A query:
 
 1. is ITQ-encoded and searched by Hamming distance (``bitseek.index``, exact ``flat`` by default),
    keeping the top ``shortlist`` (L) images;
@@ -128,7 +128,9 @@ def map_bytes(maps: Any, sample: int = 64) -> float:
     sizes = []
     for i in rows:
         m = maps[int(i)]
-        sizes.append(m.numel() * m.element_size() if hasattr(m, "element_size") else np.asarray(m).nbytes)
+        parts = m.levels if hasattr(m, "levels") else (m,)  # a cached re-rank Pyramid: its levels
+        sizes.append(sum(t.numel() * t.element_size() if hasattr(t, "element_size") else np.asarray(t).nbytes
+                         for t in parts))
     return float(np.mean(sizes)) if sizes else 0.0
 
 

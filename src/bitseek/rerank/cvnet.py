@@ -18,7 +18,8 @@ and each query costs
 
 Candidates of different map sizes (portrait/landscape photos) go into different batches, since
 the correlation tensor's shape is the map shape. A batch is also capped by ``memory_budget`` (bytes
-of one batch's correlation tensor), so a CPU run does not swap. Scores stay on the model's device
+of one batch's correlation slabs; by default 1 GiB on a GPU, 128 MiB on a CPU, where a pair of
+1024-px maps is fastest alone). Scores stay on the model's device
 until the query is done: one host copy per query, none per pair.
 """
 
@@ -40,7 +41,10 @@ from bitseek.rerank.fusion import FUSION_WEIGHT
 __all__ = ["CVNetReranker", "build_cvnet_reranker", "map_tensor"]
 
 DEFAULT_BATCH = 8
-DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of correlation tensor per batch
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of correlation slabs (+ first conv outputs) per batch, on a GPU
+# On a CPU a batch larger than the caches only adds memory traffic: at 1024 px one pair is ~110 MB
+# and scores fastest alone (benchmarks/bench_rerank.py), while small maps still batch.
+CPU_MEMORY_BUDGET = 1 << 27
 
 
 def map_tensor(m: Any, where: str) -> Tensor:
@@ -59,9 +63,13 @@ class CVNetReranker(ScoringReranker):
     name = "cvnet"
 
     def __init__(self, model: Any, query_maps: MapSource, db_maps: MapSource, *, batch_size: int = DEFAULT_BATCH,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET, weight: float = FUSION_WEIGHT) -> None:
+                 memory_budget: int | None = None, weight: float = FUSION_WEIGHT) -> None:
         if not hasattr(model, "rerank") or not hasattr(model.rerank, "score_lifted"):
             raise ConfigError(f"re-ranker 'cvnet' needs a CVNet model, got {type(model).__name__}")
+        p = next(model.rerank.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        if memory_budget is None:
+            memory_budget = CPU_MEMORY_BUDGET if self.device.type == "cpu" else DEFAULT_MEMORY_BUDGET
         if batch_size < 1 or memory_budget < 1:
             raise ConfigError(f"cvnet re-ranker: batch_size and memory_budget must be positive, got "
                               f"{batch_size} and {memory_budget}")
@@ -71,8 +79,6 @@ class CVNetReranker(ScoringReranker):
         self.batch_size = int(batch_size)
         self.memory_budget = int(memory_budget)
         self.weight = float(weight)
-        p = next(model.rerank.parameters())
-        self.device, self.dtype = p.device, p.dtype
 
     def _load(self, source: MapSource, i: int, where: str) -> Tensor | Pyramid:
         if not 0 <= int(i) < len(source):
