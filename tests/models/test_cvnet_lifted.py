@@ -79,3 +79,11 @@ def _slabs(qt, kt, size, rr):
     from bitseek.models.cvnet.rerank import correlation_slabs
 
     return correlation_slabs(qt, kt, size, rr.learner.blocks[0][0].conv.stride)
+
+
+def test_channels_last_learner_equals_the_official_layout():
+    torch.manual_seed(4)
+    rr = CVReranker(32, 8).eval()
+    with torch.no_grad():
+        corr = lifted_correlation(rr.lift(torch.randn(1, 32, 6, 5)), rr.lift(torch.randn(2, 32, 7, 7)), (6, 5, 7, 7))
+        torch.testing.assert_close(rr.learner.forward_cl(corr), rr.learner(corr), atol=1e-5, rtol=1e-5)

@@ -154,7 +154,26 @@ def lifted_correlation(qt: Tensor, kt: Tensor, size: Sequence[int]) -> Tensor:
     return corr.clamp_(min=0).view(b, s * kt.shape[1], *(int(v) for v in size))
 
 
-def correlation_slabs(qt: Tensor, kt: Tensor, size: Sequence[int], stride: Sequence[int]) -> tuple[Tensor, Tensor]:
+def _out(workspace: dict[str, Tensor] | None, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
+    """A view of ``shape`` into the grow-only buffer ``workspace[name]`` (None without a workspace).
+
+    Why: a fresh 30+ MB tensor per pair is page-faulted in by the kernel on first touch, which cost
+    about a third of the correlation's time on the benchmark's CPU; a reused buffer is not."""
+    if workspace is None:
+        return None
+    n = math.prod(shape)
+    buf = workspace.get(name)
+    if buf is None or buf.numel() < n or buf.dtype != like.dtype or buf.device != like.device:
+        buf = workspace[name] = torch.empty(n, dtype=like.dtype, device=like.device)
+    return buf[:n].view(shape)
+
+
+def _mm(x: Tensor, y: Tensor, out: Tensor | None) -> Tensor:
+    return torch.matmul(x, y) if out is None else torch.matmul(x, y, out=out)
+
+
+def correlation_slabs(qt: Tensor, kt: Tensor, size: Sequence[int], stride: Sequence[int],
+                      workspace: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """The two parts of the clamped lifted correlation that a first center-pivot conv of ``stride``
     = (query stride sq, key stride sk) reads, each laid out as its 2D conv's input:
 
@@ -164,7 +183,9 @@ def correlation_slabs(qt: Tensor, kt: Tensor, size: Sequence[int], stride: Seque
     * ``b``: (B*hq'*wq', S², Hk, Wk), every key position at query positions ``::sq``, channel
       ``s*S + t`` (query scale outer, as :func:`lifted_correlation`).
 
-    ``qt``: (Bq, S, C, Hq*Wq), ``kt``: (Bk, S, C, Hk*Wk) lifted pyramids; a batch of 1 broadcasts."""
+    ``qt``: (Bq, S, C, Hq*Wq), ``kt``: (Bk, S, C, Hk*Wk) lifted pyramids; a batch of 1 broadcasts.
+    With a ``workspace`` dict (inference only) the slabs are views into buffers kept there, valid
+    until the next call with the same workspace."""
     Hq, Wq, Hk, Wk = (int(v) for v in size)
     sq, sk = (int(v) for v in stride)
     bq, s, c = qt.shape[:3]
@@ -174,12 +195,18 @@ def correlation_slabs(qt: Tensor, kt: Tensor, size: Sequence[int], stride: Seque
     pk = ks.shape[-2] * ks.shape[-1]
     k1 = ks.permute(0, 3, 4, 1, 2).reshape(bk, pk * s, c)  # rows: (key position, key scale)
     q1 = qt.transpose(1, 2).reshape(bq, c, s * Hq * Wq)  # columns: (query scale, query position)
-    a = (k1.reshape(-1, c) @ q1[0]) if bq == 1 else torch.matmul(k1, q1)
+    if bq == 1:
+        a = _mm(k1.reshape(-1, c), q1[0], _out(workspace, "a", (bk * pk * s, s * Hq * Wq), qt))
+    else:
+        a = _mm(k1, q1, _out(workspace, "a", (b, pk * s, s * Hq * Wq), qt))
     qs = qt.view(bq, s, c, Hq, Wq)[..., ::sq, ::sq]
     pq = qs.shape[-2] * qs.shape[-1]
     q2 = qs.permute(0, 3, 4, 1, 2).reshape(bq, pq * s, c)  # rows: (query position, query scale)
     k2 = kt.transpose(1, 2).reshape(bk, c, s * Hk * Wk)  # columns: (key scale, key position)
-    bb = (q2.reshape(-1, c) @ k2[0]) if bk == 1 else torch.matmul(q2, k2)
+    if bk == 1:
+        bb = _mm(q2.reshape(-1, c), k2[0], _out(workspace, "b", (bq * pq * s, s * Hk * Wk), qt))
+    else:
+        bb = _mm(q2, k2, _out(workspace, "b", (b, pq * s, s * Hk * Wk), qt))
     a = a.clamp_(min=0).view(b * pk, s * s, Hq, Wq)
     bb = bb.clamp_(min=0).view(b * pq, s * s, Hk, Wk)
     return a, bb
@@ -229,7 +256,14 @@ class CorrelationLearner(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, 2))
 
     def forward(self, corr: Tensor) -> Tensor:
-        """(B, S², Hq, Wq, Hk, Wk) correlation -> (B, 2) logits (computed channels-last)."""
+        """(B, S², Hq, Wq, Hk, Wk) correlation -> (B, 2) logits, channels-first as the official code."""
+        x = corr
+        for block in self.blocks:
+            x = block(x)
+        return self.classifier(x.flatten(2).mean(-1))
+
+    def forward_cl(self, corr: Tensor) -> Tensor:
+        """:meth:`forward` computed channels-last (same numbers to float rounding, less copying)."""
         return self._rest(corr.permute(0, 2, 3, 4, 5, 1), skip=0)
 
     def forward_slabs(self, a: Tensor, b: Tensor, batch: int) -> Tensor:
@@ -261,6 +295,7 @@ class CVReranker(nn.Module):
         self.scales = tuple(float(s) for s in scales)
         self.scale_convs = nn.ModuleList(nn.Conv2d(in_channels, dim, 3, padding=1, bias=False) for _ in self.scales)
         self.learner = CorrelationLearner(len(self.scales) ** 2)
+        self._workspace: dict[str, Tensor] = {}  # reused slab buffers of score_lifted (not weights)
 
     def correlation(self, fq: Tensor, fk: Tensor) -> Tensor:
         return cross_scale_correlation(fq, fk, self.scales, self.scale_convs)
@@ -295,7 +330,8 @@ class CVReranker(nn.Module):
         Equal to :meth:`forward` on the maps to float tolerance (only the correlation slabs the
         first strided conv reads are computed); the batched path of ``bitseek.rerank.cvnet``."""
         stride = self.learner.blocks[0][0].conv.stride
-        a, b = correlation_slabs(qt, kt, size, stride)
+        ws = None if torch.is_grad_enabled() else self._workspace
+        a, b = correlation_slabs(qt, kt, size, stride, ws)
         return torch.softmax(self.learner.forward_slabs(a, b, max(qt.shape[0], kt.shape[0])), dim=1)[:, 1]
 
     def logits(self, fq: Tensor, fk: Tensor) -> Tensor:

@@ -12,11 +12,13 @@ sum of two 2D convolutions:
 Both have a bias. Padding is ``k // 2`` with odd ``k``, so both terms have ``ceil(n / s)`` positions
 per dim and add up. Input and output: ``(B, C, Hq, Wq, Hk, Wk)``.
 
-The work is done channels-last, ``(B, Hq, Wq, Hk, Wk, C)`` (:meth:`CenterPivotConv4d.forward_cl`):
-there the key conv's images are a free view of the tensor (no copy) and both 2D convs run in
-oneDNN's channels-last kernels; only the query conv's input (the key positions it reads) and its
-output are reordered. Measured on a CVNet-sized correlation, the copies of the channels-first form
-cost several times the convolutions themselves (``benchmarks/bench_rerank.py``).
+:meth:`CenterPivotConv4d.forward` is the channels-first form the official code runs (same
+operations, so the same floats). :meth:`CenterPivotConv4d.forward_cl` computes the same sum
+channels-last, ``(B, Hq, Wq, Hk, Wk, C)``, for the cached re-ranker: there the key conv's images
+are a free view of the tensor (no copy) and both 2D convs run in oneDNN's channels-last kernels;
+only the query conv's input (the key positions it reads) and its output are reordered. On a
+CVNet-sized correlation the copies of the channels-first form cost several times the
+convolutions themselves (``benchmarks/bench_rerank.py``).
 """
 
 from __future__ import annotations
@@ -116,7 +118,19 @@ class CenterPivotConv4d(nn.Module):
         """(B, C, Hq, Wq, Hk, Wk) -> (B, O, hq, wq, hk, wk)."""
         if x.dim() != 6:
             raise InputError(f"CenterPivotConv4d: expected (B, C, Hq, Wq, Hk, Wk), got shape {tuple(x.shape)}")
-        return self.forward_cl(x.permute(0, 2, 3, 4, 5, 1)).permute(0, 5, 1, 2, 3, 4).contiguous()
+        sq, sk = self.stride
+        b, c = x.shape[:2]
+        # query-dim conv, one 2D image per (batch, key position): (B*hk*wk, C, Hq, Wq)
+        xk = x[..., ::sk, ::sk] if sk > 1 else x
+        hk, wk = xk.shape[-2:]
+        q = self.query_conv(xk.permute(0, 4, 5, 1, 2, 3).reshape(b * hk * wk, c, *x.shape[2:4]))
+        o, hq, wq = q.shape[1:]
+        q = q.view(b, hk, wk, o, hq, wq).permute(0, 3, 4, 5, 1, 2)
+        # key-dim conv, one 2D image per (batch, query position): (B*hq*wq, C, Hk, Wk)
+        xq = x[:, :, ::sq, ::sq] if sq > 1 else x
+        k = self.key_conv(xq.permute(0, 2, 3, 1, 4, 5).reshape(b * hq * wq, c, *x.shape[4:6]))
+        k = k.view(b, hq, wq, o, hk, wk).permute(0, 3, 1, 2, 4, 5)
+        return (q + k).contiguous()
 
     def forward_cl(self, x: Tensor) -> Tensor:
         """Channels-last: (B, Hq, Wq, Hk, Wk, C) (any strides) -> contiguous (B, hq, wq, hk, wk, O)."""
@@ -131,5 +145,6 @@ class CenterPivotConv4d(nn.Module):
         # query-dim conv, one 2D image per (batch, key position): (B*hk*wk, C, Hq, Wq), channels-last
         xk = x[:, :, :, ::sk, ::sk] if sk > 1 else x
         hk, wk = xk.shape[3:5]
-        q = self.query_conv(xk.permute(0, 3, 4, 1, 2, 5).reshape(b * hk * wk, Hq, Wq, c).permute(0, 3, 1, 2))
+        xk = xk.permute(0, 3, 4, 1, 2, 5).reshape(b * hk * wk, Hq, Wq, c).contiguous()  # B = 1 may give a view
+        q = self.query_conv(xk.permute(0, 3, 1, 2))
         return combine_halves(q, k, b)
