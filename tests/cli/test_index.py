@@ -155,3 +155,10 @@ def test_auto_index_mistakes_are_one_line(tmp_path, capsys, extra, message):
     assert main(["index", "--codes", str(tmp_path / "db.codes"), *extra, "--out", str(tmp_path / "x.index")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_search_mmap_equals_loaded(files, capsys):
+    tmp_path, _, _ = files
+    loaded = json.loads(_search(capsys, tmp_path, "-k", "5", "--json"))
+    mapped = json.loads(_search(capsys, tmp_path, "-k", "5", "--json", "--mmap"))
+    assert mapped["results"] == loaded["results"]

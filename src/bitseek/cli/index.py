@@ -175,7 +175,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if kind != "index":
         what = {"codes": "a code set", "features": "a feature set", "npy": "a .npy array"}[kind]
         raise InputError(f"--index {args.index}: this is {what}; build an index first (bitseek index --codes FILE --out X)")
-    index = load_index(args.index)
+    index = load_index(args.index, mmap=args.mmap)
     q, qids, qmeta = _read_queries(args.queries, index)
     params: dict[str, Any] = {}
     if args.recall is not None:
@@ -280,5 +280,7 @@ def register(sub: Any) -> None:
     sp.add_argument("--nflip", type=_non_negative, default=None, help="multi-index hashing: bit flips per table")
     sp.add_argument("--recall", default=None, metavar="R",
                     help="auto index: the recall in (0, 1] this call needs (picks nprobe from the measured curve)")
+    sp.add_argument("--mmap", action="store_true",
+                    help="flat index: search it straight from the file, without loading it into memory")
     sp.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     sp.add_argument("--out", default=None, help="also write the JSON results to this file")
