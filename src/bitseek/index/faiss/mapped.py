@@ -6,7 +6,8 @@ Here the file is mapped read-only and scanned in blocks of ``block_rows`` codes 
 each block the kernel is told the pages are not needed (``MADV_DONTNEED``): the page cache keeps
 them for the next search, but they stop counting in this process's resident memory, which stays at
 about one block (64 MB by default) however large the index. Only the ids of returned results are
-read from the id table. Results equal the in-memory index exactly (same tie rule: equal distances
+read from the id table, window by window (a page fault maps neighbouring pages too, so random reads
+across the whole table would otherwise make most of it resident). Results equal the in-memory index exactly (same tie rule: equal distances
 in insertion order), which ``tests/index/test_mapped.py`` checks.
 
 faiss's own ``IO_FLAG_MMAP`` does not help here: for binary indexes it maps only on-disk inverted
@@ -93,11 +94,19 @@ class MappedFlatIndex(BinaryFlatIndex):
         out = np.full(slots.shape, PAD_ID, dtype=np.int64)
         ok = slots >= 0
         flat = slots[ok]
-        order = np.argsort(flat, kind="stable")  # read the id table front to back
+        order = np.argsort(flat, kind="stable")  # read the id table front to back, one window at a time
+        srt = flat[order]
+        vals = np.empty(srt.size, np.int64)
+        cuts = np.searchsorted(srt, np.arange(0, self._n + self.block_rows, self.block_rows))
+        for w, (a, b) in enumerate(zip(cuts[:-1].tolist(), cuts[1:].tolist())):
+            if a == b:
+                continue
+            vals[a:b] = self._slot_ids[srt[a:b]]
+            # page faults map neighbouring pages too: release the window before the next one
+            self._release(self._ids_at + 8 * w * self.block_rows, 8 * min(self.block_rows, self._n - w * self.block_rows))
         got = np.empty(flat.size, np.int64)
-        got[order] = self._slot_ids[flat[order]]
+        got[order] = vals
         out[ok] = got
-        self._release(self._ids_at, 8 * self._n)
         return out
 
     def search(self, queries: Any, k: int, **params: int) -> tuple[np.ndarray, np.ndarray]:
