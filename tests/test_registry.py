@@ -63,7 +63,7 @@ def test_scoped_registration_restores_the_table():
 
 
 def test_names_filter_by_pattern_and_module():
-    assert MODELS.names("c*") == ["conmh", "csce", "cvnet", "cvnet-global"]
+    assert MODELS.names("c*") == ["conmh", "csce", "cvnet", "cvnet-global", "cvnet-rerank"]
     assert MODELS.names(module="bitseek.models.shallow") == ["itq", "lsh", "pcah", "sh"]
 
 

@@ -223,12 +223,13 @@ _MODEL_MODULES = (
     "bitseek.models.shallow",
     "bitseek.models.cvnet",
     "bitseek.models.cvnet.global_training",
+    "bitseek.models.cvnet.rerank_training",
 )
 
 MODELS = Registry("model", _MODEL_MODULES)
 DATASETS = Registry("dataset", ("bitseek.data.video_features", "bitseek.data.images", "bitseek.data.revisited",
-                                "bitseek.data.embedded.moving_mnist", "bitseek.data.embedded.landmarks", "bitseek.data.landmark_train",
-                                "bitseek.ingest.features"))
+                                "bitseek.data.embedded.moving_mnist", "bitseek.data.embedded.landmarks",
+                                "bitseek.data.landmark_train", "bitseek.data.rerank_pairs", "bitseek.ingest.features"))
 BACKBONES = Registry("backbone", ("bitseek.models.backbones",))
 CONVERTERS = Registry("converter", _MODEL_MODULES)
 ENGINES = Registry("index engine", ("bitseek.index",))

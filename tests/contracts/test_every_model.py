@@ -49,9 +49,12 @@ SMALL: dict[str, dict[str, Any]] = {
     "lsh": dict(bits=8), "pcah": dict(bits=8), "itq": dict(bits=8, iterations=5), "sh": dict(bits=8),
     "cvnet": dict(reduction_dim=32, rerank_dim=16),
     "cvnet-global": dict(reduction_dim=32, rerank_dim=16, num_classes=3, queue_size=16),
+    "cvnet-rerank": dict(reduction_dim=32, rerank_dim=16),
 }
 # Inputs of models whose config does not carry the input size (fully convolutional ones).
-IMAGE_SIZE: dict[str, int] = {"cvnet": 32, "cvnet-global": 32}
+IMAGE_SIZE: dict[str, int] = {"cvnet": 32, "cvnet-global": 32, "cvnet-rerank": 32}
+# Models trained on pairs of images (the re-ranker): their batch also holds both sides and a target.
+PAIRS = ("cvnet-rerank",)
 N = 12  # batch / training-set size
 VIDEO_DIM, VIDEO_FRAMES = 12, 6  # for closed-form models, whose feature_dim is learnt by fit()
 
@@ -79,8 +82,11 @@ def make_batch(cfg: Any, n: int = N, seed: int = 0) -> dict[str, torch.Tensor]:
         size = int(getattr(cfg, "image_size", 0) or IMAGE_SIZE[cfg.name])
         classes = int(getattr(cfg, "num_classes", 2))
         labels = torch.eye(classes)[torch.arange(n) % classes]
-        return {"image": torch.randn(n, 3, size, size, generator=g), "label": labels,
-                "index": torch.arange(n)}
+        batch = {"image": torch.randn(n, 3, size, size, generator=g), "label": labels, "index": torch.arange(n)}
+        if cfg.name in PAIRS:
+            batch.update(query_image=batch["image"], key_image=batch["image"].roll(1, 0),
+                         target=torch.arange(n) % 2, query_mask=torch.ones(n, 2, 2), key_mask=torch.ones(n, 2, 2))
+        return batch
     if hasattr(cfg, "feature_dim"):
         dim = int(cfg.feature_dim) or VIDEO_DIM
         frames = int(getattr(cfg, "max_frames", 0)) or VIDEO_FRAMES
