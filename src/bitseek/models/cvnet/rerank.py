@@ -188,28 +188,29 @@ def correlation_slabs(qt: Tensor, kt: Tensor, size: Sequence[int], stride: Seque
     until the next call with the same workspace."""
     Hq, Wq, Hk, Wk = (int(v) for v in size)
     sq, sk = (int(v) for v in stride)
-    bq, s, c = qt.shape[:3]
-    bk = kt.shape[0]
-    b = max(bq, bk)
-    ks = kt.view(bk, s, c, Hk, Wk)[..., ::sk, ::sk]
-    pk = ks.shape[-2] * ks.shape[-1]
-    k1 = ks.permute(0, 3, 4, 1, 2).reshape(bk, pk * s, c)  # rows: (key position, key scale)
-    q1 = qt.transpose(1, 2).reshape(bq, c, s * Hq * Wq)  # columns: (query scale, query position)
-    if bq == 1:
-        a = _mm(k1.reshape(-1, c), q1[0], _out(workspace, "a", (bk * pk * s, s * Hq * Wq), qt))
-    else:
-        a = _mm(k1, q1, _out(workspace, "a", (b, pk * s, s * Hq * Wq), qt))
-    qs = qt.view(bq, s, c, Hq, Wq)[..., ::sq, ::sq]
-    pq = qs.shape[-2] * qs.shape[-1]
-    q2 = qs.permute(0, 3, 4, 1, 2).reshape(bq, pq * s, c)  # rows: (query position, query scale)
-    k2 = kt.transpose(1, 2).reshape(bk, c, s * Hk * Wk)  # columns: (key scale, key position)
-    if bk == 1:
-        bb = _mm(q2.reshape(-1, c), k2[0], _out(workspace, "b", (bq * pq * s, s * Hk * Wk), qt))
-    else:
-        bb = _mm(q2, k2, _out(workspace, "b", (b, pq * s, s * Hk * Wk), qt))
-    a = a.clamp_(min=0).view(b * pk, s * s, Hq, Wq)
-    bb = bb.clamp_(min=0).view(b * pq, s * s, Hk, Wk)
+    b = max(qt.shape[0], kt.shape[0])
+    a = _slab(kt, (Hk, Wk), sk, qt, (Hq, Wq), b, workspace, "a")
+    bb = _slab(qt, (Hq, Wq), sq, kt, (Hk, Wk), b, workspace, "b")
     return a, bb
+
+
+def _slab(sub: Tensor, sub_hw: tuple[int, int], stride: int, full: Tensor, full_hw: tuple[int, int], b: int,
+          workspace: dict[str, Tensor] | None, name: str) -> Tensor:
+    """One slab of :func:`correlation_slabs`: ``sub``'s positions at ``::stride`` (rows: position,
+    scale) against every position of ``full`` (columns: scale, position), clamped at 0 and laid out
+    as (B*positions, S², *full_hw)."""
+    bs, s, c = sub.shape[:3]
+    bf = full.shape[0]
+    xs = sub.view(bs, s, c, *sub_hw)[..., ::stride, ::stride]
+    p = xs.shape[-2] * xs.shape[-1]
+    rows = xs.permute(0, 3, 4, 1, 2).reshape(bs, p * s, c)
+    n = s * full_hw[0] * full_hw[1]
+    cols = full.transpose(1, 2).reshape(bf, c, n)
+    if bf == 1:
+        out = _mm(rows.reshape(-1, c), cols[0], _out(workspace, name, (bs * p * s, n), full))
+    else:
+        out = _mm(rows, cols, _out(workspace, name, (b, p * s, n), full))
+    return out.clamp_(min=0).view(b * p, s * s, *full_hw)
 
 
 @dataclass(frozen=True)
