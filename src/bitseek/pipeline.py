@@ -66,7 +66,15 @@ def collect_features(dataset: Any, batch_size: int = 256) -> np.ndarray:
 
 
 def train(cfg: ExperimentConfig, data: RetrievalData | None = None) -> tuple[Any, RetrievalData]:
-    """Train (deep: the engine; shallow: ``fit``) and return the model and its data."""
+    """Train (deep: the engine; shallow: ``fit``) and return the model and its data.
+
+    CVNet's re-ranker (``data.name=rerank-pairs``) goes through
+    :func:`bitseek.train.cvnet_rerank.fit_rerank`: its pairs are mined with the network it trains."""
+    if getattr(cfg.data, "name", None) == "rerank-pairs" or getattr(cfg.model, "name", None) == "cvnet-rerank":
+        from bitseek.train.cvnet_rerank import fit_rerank
+
+        model, data, _ = fit_rerank(cfg, data=data)
+        return model, data
     data = data if data is not None else load_data(cfg.data)
     cfg.model = resolve_input_spec(cfg.model, data.info, cfg.data)  # fill `auto`, refuse a mismatch: before any work
     seed_everything(cfg.train.seed)

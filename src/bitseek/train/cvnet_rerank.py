@@ -10,7 +10,8 @@ not change while the re-ranker trains, so the "current" global model is this one
 image's ``hard_k`` most similar images of other landmarks; with ``data.cache_maps`` it also keeps
 every image's stage-3 map, which is exact because the backbone is frozen. The engine then does the
 rest: checkpoints with exact resume, AMP only when ``train.precision`` asks, DDP under ``torchrun``,
-progress and ``log.jsonl``.
+progress and ``log.jsonl``. ``bitseek train --config cvnet/rerank-lite0 model.init=RUN/cvnet`` runs the
+same path (:func:`bitseek.pipeline.train` sends every ``rerank-pairs`` config here).
 
 The run folder gets the engine's ``model/`` and ``cvnet/``: the plain CVNet with the trained head,
 which retrieval and the demo load with :func:`bitseek.train.checkpoint.load_model`.
@@ -30,7 +31,7 @@ from bitseek.data.base import RetrievalData
 from bitseek.data.rerank_pairs import Curriculum, RerankPairs, TrainImages, mine_hard_negatives, scan_landmark_folder
 from bitseek.errors import ConfigError
 
-__all__ = ["RERANK_RECIPES", "build_rerank_data", "feature_bank", "rerank_config", "train_rerank"]
+__all__ = ["RERANK_RECIPES", "build_rerank_data", "feature_bank", "fit_rerank", "rerank_config", "train_rerank"]
 
 RERANK_RECIPES = ("cvnet/rerank-r50", "cvnet/rerank-r101", "cvnet/rerank-lite0")
 
@@ -90,6 +91,38 @@ def build_rerank_data(cfg: ExperimentConfig, net: Any, device: torch.device | st
     return RetrievalData(train=pairs, query=pairs, database=None, query_labels=None, db_labels=None, info=info)
 
 
+def fit_rerank(cfg: ExperimentConfig, *, net: Any = None, data: RetrievalData | None = None
+               ) -> tuple[Any, RetrievalData, Path]:
+    """Train (or resume) the re-ranker of the checked config ``cfg``; returns ``(CVNetRerank, its data, run)``.
+
+    The one path of :func:`train_rerank` and ``bitseek train`` (:func:`bitseek.pipeline.train`);
+    ``data`` is a ``rerank-pairs`` set already built with this network (else it is mined here)."""
+    import copy
+
+    from bitseek.models.cvnet.rerank_training import CVNetRerank
+    from bitseek.registry import create_model
+    from bitseek.train.checkpoint import save_model
+    from bitseek.train.engine import Trainer, resolve_device, seed_everything
+    from bitseek.train import dist
+
+    cfg = rerank_config(cfg)
+    seed_everything(cfg.train.seed)  # the head's initial weights: the same for the same seed
+    if net is not None:
+        model = CVNetRerank(cfg.model, copy.deepcopy(net))
+    else:
+        model = create_model(cfg.model)
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    if data is None:
+        data = build_rerank_data(cfg, model.net, device)
+    run = Path(Trainer(model, cfg, data).fit())
+    with dist.main_only() as me:
+        if me:
+            save_model(run / "cvnet", model.net, model.net.cfg,
+                       extra={"exported_from": str(run / "model"), "rerank_training": data.info})
+    return model, data, run
+
+
 def train_rerank(config: str | os.PathLike[str] | ExperimentConfig, overrides: Sequence[str] = (), *,
                  net: Any = None, out_dir: str | os.PathLike[str] | None = None) -> tuple[Any, Path]:
     """Train (or resume) CVNet's re-ranker; returns ``(CVNet in eval mode, run folder)``.
@@ -97,27 +130,8 @@ def train_rerank(config: str | os.PathLike[str] | ExperimentConfig, overrides: S
     ``net`` is a CVNet already in memory to start from (its global model mines the negatives; it is
     not modified: the run trains a copy); else ``model.init``/``model.weights`` initialise one.
     ``out_dir`` replaces ``train.out_dir``."""
-    import copy
-
-    from bitseek.models.cvnet.rerank_training import CVNetRerank
-    from bitseek.registry import create_model
-    from bitseek.train.checkpoint import save_model
-    from bitseek.train.engine import Trainer, resolve_device
-    from bitseek.train import dist
-
     cfg = rerank_config(config, overrides)
     if out_dir is not None:
         cfg.train.out_dir = str(out_dir)
-    if net is not None:
-        model = CVNetRerank(cfg.model, copy.deepcopy(net))
-    else:
-        model = create_model(cfg.model)
-    device = resolve_device(cfg.train.device)
-    model.to(device)
-    data = build_rerank_data(cfg, model.net, device)
-    run = Trainer(model, cfg, data).fit()
-    with dist.main_only() as me:
-        if me:
-            save_model(Path(run) / "cvnet", model.net, model.net.cfg,
-                       extra={"exported_from": str(Path(run) / "model"), "rerank_training": data.info})
-    return model.net.eval(), Path(run)
+    model, _, run = fit_rerank(cfg, net=net)
+    return model.net.eval(), run
