@@ -1,14 +1,18 @@
-"""A 100M x 64-bit flat index searched memory-mapped: resident memory after open and after queries.
+"""A 100M x 64-bit flat or IVF index searched memory-mapped: resident memory after open and after queries.
 
 Step 1 (a child process, once; the file is cached under ``--cache``): ``--n`` codes (default 100M)
-from the clustered population of ``results/synthetic_codes.json`` go into ``make_index("flat")``
-and are saved (codes 800 MB + ids 800 MB at 100M). Step 2 (another child, so nothing of step 1
-is resident): ``load_index(path, mmap=True)``, then ``--nq`` queries (default 1,000) at k=100 on
-one thread. The RSS (``/proc/self/statm``, resident pages of this process, file-backed included)
-is read right after the open and after the search, and the search's results for the first 10
-queries are checked against an exact scan of the same codes in blocks (numpy-free of the index).
+from the clustered population of ``results/synthetic_codes.json`` go into ``make_index(--spec)``
+(``flat``, or ``ivf16384`` trained on 40 codes per list drawn from the first 10M) and are saved
+(codes 800 MB + ids 800 MB at 100M). Step 2 (another child, so nothing of step 1 is resident):
+``load_index(path, mmap=True)``, then ``--nq`` queries (default 1,000) at k=100 on one thread
+(IVF: ``--nprobe``, default 48, the 10M recall@100 0.99 point of ``bench_ann.py``). The RSS
+(``/proc/self/statm``, resident pages of this process, file-backed included) is read right after
+the open and after the search. Check of the results: flat, the first 10 queries against an exact
+scan of the same codes in blocks; IVF, all queries against the same file loaded into memory
+(``load_index(path)``, after the RSS readings).
 
-Writes ``benchmarks/results/mmap.json``. Usage: ``python benchmarks/bench_mmap.py [--n 100000000]``.
+Writes ``benchmarks/results/mmap.json`` (flat) or ``mmap-ivf.json``.
+Usage: ``python benchmarks/bench_mmap.py [--n 100000000] [--spec ivf16384 --nprobe 48]``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def build(path: Path, n: int) -> None:
+def build(path: Path, n: int, spec: str) -> None:
     """Child: generate, index and save ``n`` codes block by block."""
     from bench_synthetic_codes import load_fitted
 
@@ -48,14 +52,20 @@ def build(path: Path, n: int) -> None:
 
     model = load_fitted()
     t = time.perf_counter()
-    index = make_index("flat", bits=64)
+    index = make_index(spec, bits=64)
+    if spec.startswith("ivf"):
+        nlist = int(spec.split(",")[0][3:])
+        rng = np.random.default_rng(0)
+        pool = min(n, 10_000_000)
+        rows = np.sort(rng.choice(pool, size=min(pool, 40 * nlist), replace=False))
+        index.train(model.sample(pool)[rows])
     for block in model.iter_chunks(n, chunk=1 << 22):
         index.add(block)
     index.save(path)
     print(json.dumps({"build_s": round(time.perf_counter() - t, 1), "build_peak_rss_mb": round(peak_mb(), 1)}))
 
 
-def search(path: Path, nq: int, verify: bool) -> None:
+def search(path: Path, nq: int, verify: bool, nprobe: int | None) -> None:
     """Child: open memory-mapped, search, report RSS."""
     import faiss
     from bench_synthetic_codes import load_fitted
@@ -70,9 +80,22 @@ def search(path: Path, nq: int, verify: bool) -> None:
     open_s = time.perf_counter() - t
     after_open = rss_mb()
     t = time.perf_counter()
-    d, i = index.search(q, 100)
+    params = {} if nprobe is None else {"nprobe": nprobe}
+    d, i = index.search(q, 100, **params)
     search_s = time.perf_counter() - t
     after_search = rss_mb()
+    report = {"engine": index.engine, "spec": index.spec, "search_params": params, "verify_checksum": verify,
+              "open_s": round(open_s, 2), "search_s": round(search_s, 2), "nq": nq, "qps": round(nq / search_s, 2),
+              "rss_before_open_mb": round(base, 1), "rss_after_open_mb": round(after_open, 1),
+              "rss_after_search_mb": round(after_search, 1), "peak_rss_mb_mapped": round(peak_mb(), 1)}
+    if index.engine != "flat":
+        t = time.perf_counter()
+        loaded = load_index(path)
+        ld, li = loaded.search(q, 100, **params)
+        report.update(load_s=round(time.perf_counter() - t, 1), peak_rss_mb_after_full_load=round(peak_mb(), 1),
+                      equal_to_loaded_index=bool(np.array_equal(ld, d) and np.array_equal(li, i)))
+        print(json.dumps(report))
+        return
     # exact check of 10 queries: the same codes, scanned block by block with faiss's plain function
     sub = q[:10]
     best_d = np.full((10, 100), 1 << 30)
@@ -80,12 +103,8 @@ def search(path: Path, nq: int, verify: bool) -> None:
         dd, _ = faiss.knn_hamming(sub, np.ascontiguousarray(index._codes[s : s + (1 << 23)]), 100)
         best_d = np.sort(np.concatenate([best_d, dd], 1), 1)[:, :100]
         index._release(index._codes_at + s * 8, min(1 << 23, len(index) - s) * 8)
-    print(json.dumps({
-        "verify_checksum": verify, "open_s": round(open_s, 2), "search_s": round(search_s, 2), "nq": nq,
-        "qps": round(nq / search_s, 2), "rss_before_open_mb": round(base, 1), "rss_after_open_mb": round(after_open, 1),
-        "rss_after_search_mb": round(after_search, 1), "peak_rss_mb": round(peak_mb(), 1),
-        "distances_exact_on_10_queries": bool(np.array_equal(best_d, d[:10])),
-    }))
+    report.update(peak_rss_mb=round(peak_mb(), 1), distances_exact_on_10_queries=bool(np.array_equal(best_d, d[:10])))
+    print(json.dumps(report))
 
 
 def child(*args: str) -> dict:
@@ -98,36 +117,44 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000_000)
     ap.add_argument("--nq", type=int, default=1000)
+    ap.add_argument("--spec", default="flat", help="flat or ivfN (e.g. ivf16384)")
+    ap.add_argument("--nprobe", type=int, default=48, help="IVF lists probed per query")
     ap.add_argument("--cache", default="/tmp/bitseek-ann")
-    ap.add_argument("--out", default=str(HERE / "results/mmap.json"))
+    ap.add_argument("--out", default=None, help="default: results/mmap.json (flat) or results/mmap-ivf.json")
     ap.add_argument("--child", choices=["build", "search", "search-noverify"], help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.spec != "flat" and not (args.spec.startswith("ivf") and args.spec[3:].isdigit()):
+        raise SystemExit(f"--spec {args.spec}: give flat or ivfN")
+    nprobe = None if args.spec == "flat" else args.nprobe
     if args.child == "build":
-        return build(Path(args.path), args.n)
+        return build(Path(args.path), args.n, args.spec)
     if args.child:
-        return search(Path(args.path), args.nq, verify=args.child == "search")
+        return search(Path(args.path), args.nq, verify=args.child == "search", nprobe=nprobe)
+    out = args.out or str(HERE / ("results/mmap.json" if args.spec == "flat" else "results/mmap-ivf.json"))
     from bitseek.atomic import atomic_write_text
 
     load0 = os.getloadavg()
-    path = Path(args.cache) / f"flat-{args.n}.bsi"
+    path = Path(args.cache) / f"{args.spec}-{args.n}.bsi"
     built = None
     if not path.is_file():
         print(f"building {path} ...", flush=True)
-        built = child("--child", "build", "--path", str(path), "--n", str(args.n))
-    runs = [child("--child", mode, "--path", str(path), "--nq", str(args.nq)) for mode in ("search-noverify", "search")]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        built = child("--child", "build", "--path", str(path), "--n", str(args.n), "--spec", args.spec)
+    runs = [child("--child", mode, "--path", str(path), "--nq", str(args.nq), "--spec", args.spec,
+                  "--nprobe", str(args.nprobe)) for mode in ("search-noverify", "search")]
     doc = {
-        "what": "flat index searched memory-mapped (load_index(path, mmap=True)), one thread, k=100",
+        "what": f"{args.spec} index searched memory-mapped (load_index(path, mmap=True)), one thread, k=100",
         "n": args.n, "bits": 64, "file_mb": round(path.stat().st_size / 2**20, 1),
         "codes_mb": round(args.n * 8 / 2**20, 1), "build": built, "runs": runs,
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_at_start": list(load0), "load_avg_at_end": list(os.getloadavg())},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
     for r in runs:
         print(r)
-    print(f"-> {args.out}")
+    print(f"-> {out}")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,12 @@ def test_save_load_keeps_tuning_and_checks_it(tuned, tmp_path):
     q = POP.sample(50, stream=9)
     for got, want in zip(back.search(q, 10, recall=0.9), index.search(q, 10, recall=0.9)):
         np.testing.assert_array_equal(got, want)
+    mapped = load_index(path, mmap=True)  # the inner ivf engine searched from the file
+    assert mapped.engine == "auto" and mapped._inner.memory_mapped and mapped.tuning == back.tuning
+    for got, want in zip(mapped.search(q, 10, recall=0.9), index.search(q, 10, recall=0.9)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(InputError, match="read-only"):
+        mapped.save(tmp_path / "again.bsi")
     header, sections = read_index_file(path)
     body = [(name, sections[name]) for name, _ in header.pop("sections")]
 
@@ -85,8 +91,9 @@ def test_save_load_keeps_tuning_and_checks_it(tuned, tmp_path):
         write_index_file(p, h, body)  # a valid checksum: only the recorded parameters are wrong
         return p
 
-    with pytest.raises(IndexFileError, match="tuning record says"):
-        load_index(crafted(chosen="ivf4096,nprobe=8"))
+    for mmap in (False, True):
+        with pytest.raises(IndexFileError, match="tuning record says"):
+            load_index(crafted(chosen="ivf4096,nprobe=8"), mmap=mmap)
     with pytest.raises(IndexFileError, match="nlist"):
         load_index(crafted(nlist=index.tuning["nlist"] * 2))
     with pytest.raises(IndexFileError, match="not on the recorded recall curve"):

@@ -1,4 +1,4 @@
-"""Memory-mapped opening of a saved flat index: equal results, read-only, clear refusals."""
+"""Memory-mapped opening of saved flat and ivf indexes: equal results, read-only, clear refusals."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from bitseek.codes.synthetic import ClusteredCodes
 from bitseek.errors import InputError
 from bitseek.index import IndexFileError, load_index, make_index
+from bitseek.index.persist import read_index_file, write_index_file
 
 
 @pytest.fixture()
@@ -40,18 +41,88 @@ def test_mapped_results_equal_the_in_memory_index(saved, block_rows, monkeypatch
     assert mapped.metadata([14]) == {"n": [1]}
 
 
-def test_mapped_is_read_only_and_refuses_other_engines(saved, tmp_path):
+def test_mapped_is_read_only_and_refuses_other_engines(saved, saved_ivf, tmp_path):
     _, q, path = saved
-    mapped = load_index(path, mmap=True, verify=False)
-    for call in (lambda: mapped.add(q), lambda: mapped.remove([11]), lambda: mapped.save(tmp_path / "x.bsi")):
-        with pytest.raises(InputError, match="memory-mapped \\(read-only\\)"):
-            call()
-    ivf = make_index("ivf4", bits=64)
-    ivf.train(q)
-    ivf.add(q)
-    ivf.save(tmp_path / "ivf.bsi")
-    with pytest.raises(InputError, match="mmap=True opens flat indexes"):
-        load_index(tmp_path / "ivf.bsi", mmap=True)
+    for p in (path, saved_ivf[2]):
+        mapped = load_index(p, mmap=True, verify=False)
+        for call in (lambda: mapped.add(q), lambda: mapped.remove([11]), lambda: mapped.save(tmp_path / "x.bsi"),
+                     lambda: mapped.train(q)):
+            with pytest.raises(InputError, match="memory-mapped \\(read-only\\)"):
+                call()
+    hnsw = make_index("hnsw8", bits=64)
+    hnsw.add(q)
+    hnsw.save(tmp_path / "hnsw.bsi")
+    with pytest.raises(InputError, match="mmap=True opens flat and ivf indexes"):
+        load_index(tmp_path / "hnsw.bsi", mmap=True)
+
+
+@pytest.fixture()
+def saved_ivf(tmp_path):
+    pop = ClusteredCodes(bits=64, clusters=64, spread=0.4, seed=5)
+    db = pop.sample(20_000)
+    db[15_000:15_200] = db[:200]  # exact duplicates: ties inside and across lists
+    index = make_index("ivf64,nprobe=2", bits=64)
+    index.train(db[:6000])
+    ids = np.arange(20_000) * 3 + 1
+    index.add(db, ids, meta={"n": list(range(20_000))})
+    index.remove(ids[::211])  # removals compact faiss's lists: the file must still map
+    index.save(tmp_path / "ivf.bsi")
+    return index, pop.sample(60, stream=1), tmp_path / "ivf.bsi"
+
+
+def test_mapped_ivf_results_equal_the_in_memory_index(saved_ivf):
+    from bitseek.index.faiss.mapped import MappedIVFIndex
+
+    index, q, path = saved_ivf
+    mapped = load_index(path, mmap=True)
+    assert isinstance(mapped, MappedIVFIndex) and mapped.memory_mapped and not mapped.exact
+    assert len(mapped) == len(index) and mapped.spec == index.spec == "ivf64,nprobe=2"
+    for params in ({}, {"nprobe": 1}, {"nprobe": 7}, {"nprobe": 64}):
+        for k in (1, 10, 100, 25_000):  # 25000 > n: padded rows
+            for got, want in zip(mapped.search(q, k, **params), index.search(q, k, **params)):
+                np.testing.assert_array_equal(got, want)
+        got, want = mapped.range_search(q, 14, **params), index.range_search(q, 14, **params)
+        for a, b in zip((got.lims, got.distances, got.ids), (want.lims, want.distances, want.ids)):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(mapped.ids, index.ids)
+    np.testing.assert_array_equal(mapped.contains([1, 2, 4, 1 + 3 * 211]), [False, False, True, False])
+    assert mapped.metadata([4]) == {"n": [1]}
+    mapped.set_options(nprobe=5)  # the default of later calls; the file is not touched
+    np.testing.assert_array_equal(mapped.search(q, 10)[1], index.search(q, 10, nprobe=5)[1])
+    assert mapped.search(q[:0], 5)[0].shape == (0, 5)
+
+
+def _crafted_ivf(path, tmp_path, change):
+    header, sections = read_index_file(path)
+    body = {name: bytearray(sections[name].tobytes()) for name, _ in header.pop("sections")}
+    change(header, body)
+    out = tmp_path / "crafted.bsi"
+    write_index_file(out, header, [(k, np.frombuffer(bytes(v), np.uint8)) for k, v in body.items()])
+    return out
+
+
+def test_mapped_ivf_refuses_files_that_disagree_with_themselves(saved_ivf, tmp_path):
+    import struct
+
+    _, _, path = saved_ivf
+
+    def nlist_in_header(h, b):
+        h["params"]["nlist"] = 128
+
+    def list_size(h, b):
+        at = b["faiss"].find(b"full")
+        struct.pack_into("<Q", b["faiss"], at + 12, 1 << 40)
+
+    def rows_in_header(h, b):
+        h["n_slots"] = h["n_alive"] = h["n_slots"] - 1
+        b["ids"] = b["ids"][:-8]
+
+    for change, message in ((nlist_in_header, "header says nlist=128, the payload holds 64 lists"),
+                            (list_size, "a list claims"), (rows_in_header, "the header says ivf with")):
+        crafted = _crafted_ivf(path, tmp_path, change)
+        with pytest.raises(IndexFileError, match=message) as err:
+            load_index(crafted, mmap=True)
+        assert str(crafted) in str(err.value) and "\n" not in str(err.value)
 
 
 def test_mapped_open_checks_the_file(saved):

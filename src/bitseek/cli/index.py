@@ -281,6 +281,6 @@ def register(sub: Any) -> None:
     sp.add_argument("--recall", default=None, metavar="R",
                     help="auto index: the recall in (0, 1] this call needs (picks nprobe from the measured curve)")
     sp.add_argument("--mmap", action="store_true",
-                    help="flat index: search it straight from the file, without loading it into memory")
+                    help="flat, ivf or auto index: search it straight from the file, without loading it into memory")
     sp.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     sp.add_argument("--out", default=None, help="also write the JSON results to this file")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -275,6 +275,12 @@ class AutoIndex(SearchIndex):
 
     @classmethod
     def _from_file(cls, path: Path, header: dict[str, Any], sections: dict[str, np.ndarray]) -> "AutoIndex":
+        return cls._assemble(path, header, lambda h: engine_class(h["engine"])._from_file(path, h, sections))
+
+    @classmethod
+    def _assemble(cls, path: Path, header: dict[str, Any], open_inner: Callable[[dict[str, Any]], Any]) -> "AutoIndex":
+        """The auto index of a file whose inner engine ``open_inner(inner header)`` opens (loaded or mapped),
+        its tuning record checked against what the file holds."""
         try:
             inner_engine, inner_spec = str(header["inner_engine"]), str(header["inner_spec"])
             tuning, auto = dict(header["tuning"]), dict(header["auto"])
@@ -284,7 +290,7 @@ class AutoIndex(SearchIndex):
             raise IndexFileError(f"{path}: corrupt auto index header ({type(e).__name__}: {e})") from None
         if inner_engine not in ("flat", "ivf"):
             raise IndexFileError(f"{path}: an auto index holds a flat or ivf engine, the header says {inner_engine!r}")
-        inner = engine_class(inner_engine)._from_file(path, {**header, "engine": inner_engine, "spec": inner_spec}, sections)
+        inner = open_inner({**header, "engine": inner_engine, "spec": inner_spec})
         assert isinstance(inner, FaissIndex)
         problems = []
         if inner.spec != inner_spec:

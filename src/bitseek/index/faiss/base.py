@@ -276,9 +276,13 @@ class FaissIndex(SearchIndex):
                 return RangeResult(np.zeros(nq + 1, np.int64), np.empty(0, dtype), np.empty(0, np.int64))
             lims, dist, labels = self._range(q, r, opts)
             ids = labels if self.labels_are_ids else self._idmap.translate(labels)
-            has_dead = self._idmap.n_dead > 0
+        return self._range_result(nq, lims, dist, labels, ids)
+
+    def _range_result(self, nq: int, lims: np.ndarray, dist: np.ndarray, labels: np.ndarray,
+                      ids: np.ndarray) -> RangeResult:
+        """Engine hits -> the documented order (distance, then label = insertion order), removed rows dropped."""
         qidx = np.repeat(np.arange(nq, dtype=np.int64), np.diff(lims).astype(np.int64))
-        if has_dead:  # tombstoned rows translate to id -1
+        if (ids < 0).any():  # tombstoned rows translate to id -1
             keep = ids >= 0
             qidx, dist, labels, ids = qidx[keep], dist[keep], labels[keep], ids[keep]
         order = np.lexsort((labels, dist if self.metric == "hamming" else -dist, qidx))

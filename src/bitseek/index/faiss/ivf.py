@@ -137,7 +137,10 @@ class BinaryIVFIndex(BinaryIndex):
 
     @classmethod
     def _inspect(cls, buf: np.ndarray) -> PayloadInfo:
-        info = inspect_binary(buf)
+        return cls._check_payload(inspect_binary(buf))
+
+    @classmethod
+    def _check_payload(cls, info: PayloadInfo) -> PayloadInfo:
         if info.fourcc != "IBwF" or info.children["quantizer"].fourcc != "IBxF":
             raise InputError(f"payload is a {info.fourcc} index, an ivf index holds IBwF over an IBxF quantizer")
         return info

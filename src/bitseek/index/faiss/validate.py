@@ -42,9 +42,10 @@ class PayloadInfo:
 
 
 class _Reader:
-    def __init__(self, buf: Any) -> None:
+    def __init__(self, buf: Any, labels: bool = True) -> None:
         self.buf = memoryview(np.ascontiguousarray(buf, dtype=np.uint8)).cast("B")
         self.pos = 0
+        self.labels = labels  # collect the IVF lists' labels (False: a mapped file, leave them on disk)
 
     @property
     def left(self) -> int:
@@ -118,6 +119,7 @@ def _ivf(r: _Reader, tag: str, depth: int) -> PayloadInfo:
     r.vector(8, f"{tag} direct map")
     if dm_type == 2:
         r.vector(16, f"{tag} direct map hashtable")
+    invlists_at = r.pos
     il = r.fourcc()
     if il != "ilar":
         raise PayloadError(f"{tag}: inverted lists of type {il!r} are not supported")
@@ -136,6 +138,8 @@ def _ivf(r: _Reader, tag: str, depth: int) -> PayloadInfo:
         lists, sizes = pairs[0::2], pairs[1::2]
         if sizes.size and int(lists.max()) >= nlist:
             raise PayloadError(f"inverted lists: list number {int(lists.max())} >= nlist {nlist}")
+        if lists.size > 1 and (np.diff(lists.astype(np.int64)) <= 0).any():
+            raise PayloadError("inverted lists: sparse list numbers are not increasing")
     else:
         raise PayloadError(f"inverted lists: unknown size layout {kind!r}")
     # every size must be backed by its codes and ids: compare before multiplying anything large
@@ -145,14 +149,20 @@ def _ivf(r: _Reader, tag: str, depth: int) -> PayloadInfo:
     total = int(sizes.sum(dtype=np.uint64))
     if total != ntotal:
         raise PayloadError(f"inverted lists hold {total} entries, the index says ntotal={ntotal}")
+    lists_at = r.pos
     data = np.frombuffer(r.take(total * per_item, "inverted list data"), dtype=np.uint8)
-    # per non-empty list: its codes, then its int64 labels; collect the labels for the engine to check
-    nonzero = sizes[sizes > 0].astype(np.int64)
-    starts = np.concatenate([[0], np.cumsum(nonzero * per_item)[:-1]]) if nonzero.size else np.empty(0, np.int64)
-    labels = [data[s + n * cs : s + n * per_item].view("<i8") for s, n in zip(starts.tolist(), nonzero.tolist())]
-    list_ids = np.concatenate(labels).astype(np.int64) if labels else np.empty(0, np.int64)
-    return PayloadInfo(tag, d, ntotal, {"nlist": int(nlist), "nprobe": int(nprobe), "list_ids": list_ids},
-                       {"quantizer": quantizer})
+    full = sizes.astype(np.int64) if kind == "full" else np.zeros(nlist, np.int64)
+    if kind == "sprs":
+        full[lists.astype(np.int64)] = sizes.astype(np.int64)
+    fields: dict[str, Any] = {"nlist": int(nlist), "nprobe": int(nprobe), "invlists_at": invlists_at,
+                              "lists_at": lists_at, "list_sizes": full}
+    if r.labels:
+        # per non-empty list, in list order: its codes, then its int64 labels (for the engine to check)
+        nonzero = full[full > 0]
+        starts = np.concatenate([[0], np.cumsum(nonzero * per_item)[:-1]]) if nonzero.size else np.empty(0, np.int64)
+        labels = [data[s + n * cs : s + n * per_item].view("<i8") for s, n in zip(starts.tolist(), nonzero.tolist())]
+        fields["list_ids"] = np.concatenate(labels).astype(np.int64) if labels else np.empty(0, np.int64)
+    return PayloadInfo(tag, d, ntotal, fields, {"quantizer": quantizer})
 
 
 def _hnsw(r: _Reader, tag: str, depth: int) -> PayloadInfo:
@@ -253,9 +263,12 @@ def _binary(r: _Reader, depth: int = 0) -> PayloadInfo:
     raise PayloadError(f"faiss binary index type {tag!r} is not supported")
 
 
-def inspect_binary(buf: Any) -> PayloadInfo:
-    """Check a ``faiss.serialize_index_binary`` payload; every count is backed by bytes present."""
-    r = _Reader(buf)
+def inspect_binary(buf: Any, labels: bool = True) -> PayloadInfo:
+    """Check a ``faiss.serialize_index_binary`` payload; every count is backed by bytes present.
+
+    ``labels=False`` leaves an IVF's list labels unread (a memory-mapped file: reading them all would
+    make them resident); the list layout (``invlists_at``, ``lists_at``, ``list_sizes``) is recorded."""
+    r = _Reader(buf, labels)
     info = _binary(r)
     if r.left:
         raise PayloadError(f"{r.left} unexpected bytes after the faiss index")
