@@ -162,3 +162,12 @@ def test_search_mmap_equals_loaded(files, capsys):
     loaded = json.loads(_search(capsys, tmp_path, "-k", "5", "--json"))
     mapped = json.loads(_search(capsys, tmp_path, "-k", "5", "--json", "--mmap"))
     assert mapped["results"] == loaded["results"]
+
+
+def test_search_mmap_ivf_equals_loaded(files, capsys):
+    tmp_path, _, _ = files
+    assert main(["index", "--codes", str(tmp_path / "db.codes"), "--spec", "ivf2", "--out", str(tmp_path / "db.index")]) == 0
+    capsys.readouterr()
+    loaded = json.loads(_search(capsys, tmp_path, "-k", "5", "--json", "--nprobe", "2"))
+    mapped = json.loads(_search(capsys, tmp_path, "-k", "5", "--json", "--nprobe", "2", "--mmap"))
+    assert mapped["results"] == loaded["results"] and any(r["ids"] for r in mapped["results"])
