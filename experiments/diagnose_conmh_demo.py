@@ -46,9 +46,8 @@ import os
 import platform
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,30 +55,14 @@ from torch.utils.data import Dataset
 
 from bitseek import pipeline
 from bitseek.atomic import atomic_write_text
-from bitseek.config import ExperimentConfig, load_config
 from bitseek.data.base import RetrievalData, load_data
+from bitseek.demo.common import deep_config, shallow_config
 from bitseek.eval import diagnostics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "diagnose_conmh_demo.json"
 DATASET = "mnist-video"
 BITS = 64
 KS = (5, 20, 100)
-
-
-def shallow_config(method: str, bits: int, dataset: str, out: Path, data: dict[str, Any], seed: int,
-                   eval_cfg: dict[str, Any] | None = None) -> ExperimentConfig:
-    return load_config(raw={"name": f"{method}-{dataset}-{bits}", "model": {"name": method, "bits": bits, "seed": seed},
-                            "data": {"name": dataset, **data}, "eval": eval_cfg or {},
-                            "train": {"seed": seed, "out_dir": str(out / "runs" / f"{method}-{bits}"), "progress": False}})
-
-
-def deep_config(yaml_name: str, method: str, bits: int, dataset: str, out: Path, overrides: Sequence[str],
-                seed: int) -> ExperimentConfig:
-    """A run of a preset shipped with the demo (``bitseek/demo/configs``)."""
-    path = Path(str(resources.files("bitseek.demo") / "configs" / yaml_name))
-    return load_config(path, [f"model.bits={bits}", f"train.seed={seed}",
-                              f"train.out_dir={out / 'runs' / f'{method}-{bits}'}", f"name={method}-{dataset}-{bits}",
-                              *overrides])
 
 
 def machine_info() -> dict[str, Any]:
@@ -179,20 +162,33 @@ def part_stats(data: RetrievalData, opts: dict[str, Any], out: Path) -> dict[str
     return res
 
 
-def conmh_run(data: RetrievalData, opts: dict[str, Any], out: Path, overrides: list[str],
-              keep_model: list[Any] | None = None) -> dict[str, Any]:
+def deep_run(method: str, data: RetrievalData, opts: dict[str, Any], out: Path, overrides: list[str],
+             keep_model: list[Any] | None = None) -> dict[str, Any]:
+    """Train the demo preset of ``method`` (``<method>-mnist-video.yaml``) at 64 bits and evaluate it.
+
+    A run folder that already holds a checkpoint is resumed: the step schedule and every pass's
+    shuffle depend only on the seed and the epoch index, so stage ``e`` of a curve equals an
+    uninterrupted ``e``-epoch run.
+    """
     shape = [f"model.feature_dim={data.info['feature_dim']}", f"model.max_frames={data.info['frames']}",
              *(f"data.{k}={v}" for k, v in opts.items()), "train.progress=false", f"eval.ks={list(KS)}"]
-    cfg = deep_config(f"conmh-{DATASET}.yaml", "conmh", BITS, DATASET, out, [*shape, *overrides], 0)
+    cfg = deep_config(f"{method}-{DATASET}.yaml", method, BITS, DATASET, out, [*shape, *overrides], 0)
+    load_before = round(os.getloadavg()[0], 2)
     t0 = time.perf_counter()
     model, _ = pipeline.train(cfg, data)
     train_s = time.perf_counter() - t0
     if keep_model is not None:
         keep_model.append((model, cfg))
     q, db = pipeline.encode_splits(model, data, cfg)
-    rows = pipeline.evaluate_codes(q, db, data.query_labels, data.searched_labels, cfg.eval, DATASET, "conmh", BITS)
+    rows = pipeline.evaluate_codes(q, db, data.query_labels, data.searched_labels, cfg.eval, DATASET, method, BITS)
     return {"overrides": overrides, "train_s": round(train_s, 1), "epochs": cfg.train.epochs,
+            "load_avg_1min": [load_before, round(os.getloadavg()[0], 2)],
             **{r["metric"]: round(r["value"], 4) for r in rows if r["metric"].startswith("mAP@")}}
+
+
+def conmh_run(data: RetrievalData, opts: dict[str, Any], out: Path, overrides: list[str],
+              keep_model: list[Any] | None = None) -> dict[str, Any]:
+    return deep_run("conmh", data, opts, out, overrides, keep_model)
 
 
 def part_variants(data: RetrievalData, opts: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -209,8 +205,36 @@ def part_variants(data: RetrievalData, opts: dict[str, Any], out: Path) -> dict[
     return res
 
 
-def part_curve(data: RetrievalData, opts: dict[str, Any], out: Path, epochs: list[int]) -> dict[str, Any]:
-    return {str(e): conmh_run(data, opts, out / "curve", [f"train.epochs={e}"]) for e in sorted(epochs)}
+def part_curve(method: str, data: RetrievalData, opts: dict[str, Any], out: Path,
+               epochs: list[int]) -> dict[str, Any]:
+    """``method``'s preset trained in resumed stages, with the 64-bit shallow baselines beside it."""
+    stages = {str(e): deep_run(method, data, opts, out / "curve", [f"train.epochs={e}"]) for e in sorted(epochs)}
+    return {"method": method, "stages": stages, "baselines": shallow_maps(data, opts, out / "baselines")}
+
+
+def plot_curve(result: dict[str, Any], path: Path, title: str) -> None:
+    """Epochs against mAP@K (one colour per K), the 64-bit ITQ and LSH scores as flat lines of the same colour."""
+    from bitseek.eval.report import new_figure, save_png
+
+    stages = result["stages"]
+    epochs = [int(e) for e in stages]
+    fig = new_figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
+    for i, k in enumerate(KS):
+        colour, metric = f"C{i}", f"mAP@{k}"
+        ax.plot(epochs, [stages[str(e)][metric] for e in epochs], color=colour, marker="o",
+                label=f"{result['method']} {metric}")
+        for name, dash in (("itq", (0, (5, 2))), ("lsh", (0, (1, 1.5)))):
+            ax.axhline(result["baselines"][f"{name}_{BITS}"][metric], color=colour, linestyle=dash, linewidth=1,
+                       label=f"{name.upper()} {metric}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(epochs, [str(e) for e in epochs])
+    ax.set_xlabel("training epochs")
+    ax.set_ylabel("mAP@K")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    save_png(fig, path)
 
 
 def part_representation(data: RetrievalData, opts: dict[str, Any], out: Path, epochs: int) -> dict[str, Any]:
@@ -235,6 +259,9 @@ def part_representation(data: RetrievalData, opts: dict[str, Any], out: Path, ep
 BENCHMARKS = {"multi-shot": {}, "single-shot": {"shots_max": 1}}
 
 
+#: where ``--part curve`` draws its figure (``{suffix}``: the method and benchmark unless ConMH / multi-shot)
+FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "demo-video" / "curve_64bits{suffix}.png"
+
 PAPER_SHAPE = ["model.hidden_size=256", "model.depth=12", "model.heads=6", "model.decoder_dim=192",
                "model.decoder_depth=2", "model.decoder_heads=3"]
 
@@ -243,11 +270,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=("stats", "variants", "curve", "paper-size", "representation"), required=True)
     ap.add_argument("--benchmark", choices=tuple(BENCHMARKS), default="multi-shot")
+    ap.add_argument("--method", choices=("conmh", "wsch"), default="conmh",
+                    help="the demo preset to train (wsch: --part curve only)")
     ap.add_argument("--epochs", default="20,60,150", help="curve: comma-separated epoch counts")
     ap.add_argument("--work", type=Path, default=None, help="folder for data and runs (default: a temp dir)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="curve: the PNG to write (default docs/figures/demo-video/curve_64bits[_METHOD][_BENCHMARK].png)")
     args = ap.parse_args(argv)
+    if args.method != "conmh" and args.part != "curve":
+        ap.error(f"--method {args.method}: only --part curve is measured for it")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = (args.work or Path(tmp)).resolve()
@@ -264,12 +297,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         elif args.part == "representation":
             result = part_representation(data, opts, work / "runs", int(args.epochs.split(",")[0]))
         else:
-            result = part_curve(data, opts, work / "runs", [int(e) for e in args.epochs.split(",")])
+            result = part_curve(args.method, data, opts, work / "runs", [int(e) for e in args.epochs.split(",")])
+    seconds = time.perf_counter() - t0
+    key = args.part if args.method == "conmh" else f"{args.part}-{args.method}"
     doc = read_previous(args.out)
-    doc.setdefault(args.benchmark, {})[args.part] = {"result": result, "seconds": round(time.perf_counter() - t0, 1),
-                                                     "machine": machine_info()}
+    doc.setdefault(args.benchmark, {})[key] = {"result": result, "seconds": round(seconds, 1),
+                                               "machine": machine_info()}
     atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")
-    print(json.dumps({args.part: result}, indent=2))
+    print(json.dumps({key: result}, indent=2))
+    if args.part == "curve":
+        suffix = "".join(f"_{v}" for v, default in ((args.method, "conmh"), (args.benchmark, "multi-shot"))
+                         if v != default)
+        figure = args.figure or Path(str(FIGURE).format(suffix=suffix))
+        plot_curve(result, figure, f"{args.method} {BITS} bits, mnist-video {args.benchmark}: training length")
+        print(f"figure -> {figure}")
     return result
 
 
