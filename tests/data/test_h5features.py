@@ -183,3 +183,99 @@ def test_zero_video_file_is_refused(tmp_path):
         f.create_dataset("feats", shape=(0, 3, 4), dtype=np.float32)
     with pytest.raises(FileFormatError, match=r"z\.h5: holds 0 videos"):
         H5Shards([p])
+
+
+# --------------------------------------------------------------------------- the RAM budget
+
+
+def test_held_in_memory_reads_the_same_bytes(two_shards):
+    paths, ref = two_shards
+    streamed, held = H5Shards(paths), H5Shards(paths)
+    held.hold_in_memory(chunk_bytes=3 * 4 * 6 * 4)  # three rows per chunk: chunks cross the shard boundary
+    assert held.in_memory and not streamed.in_memory and held.nbytes == ref.nbytes
+    rng = np.random.default_rng(0)
+    for order in (np.array([11, 0, 4, 5, 5, 3, 10, 6, -1]), rng.permutation(12), np.arange(12), np.array([], int)):
+        a, b = streamed.read(order), held.read(order)
+        assert a.dtype == b.dtype == np.float32 and a.shape == b.shape and b.flags.c_contiguous
+        assert a.tobytes() == b.tobytes()
+    assert held[2:9].tobytes() == streamed[2:9].tobytes() and held[7].tobytes() == streamed[7].tobytes()
+    with pytest.raises(InputError, match="out of range"):
+        held.read([12])
+    out = held.read([1])
+    out[...] = 0  # the caller's copy, not the held array
+    np.testing.assert_array_equal(held.read([1]), ref[[1]])
+
+
+def test_holding_reads_each_row_once_in_large_chunks(two_shards, monkeypatch):
+    paths, ref = two_shards
+    src = H5Shards(paths)
+    calls: list[tuple[int, int]] = []
+    real = H5Shards._read_shard
+
+    def counting(self, shard, local, buf, at):
+        calls.append((shard, len(local)))
+        return real(self, shard, local, buf, at)
+
+    monkeypatch.setattr(H5Shards, "_read_shard", counting)
+    src.hold_in_memory()
+    assert calls == [(0, 5), (1, 7)]  # one read per shard for a split smaller than a chunk
+    assert src._files == {}  # the files are closed once the array is held
+    calls.clear()
+    np.testing.assert_array_equal(src.read([11, 0, 6]), ref[[11, 0, 6]])
+    assert calls == []  # batches index the array: no HDF5 read
+    src.release_memory()
+    src.read([3])
+    assert calls == [(0, 1)]
+
+
+def test_held_in_memory_subsamples_limits_and_checks_like_streaming(tmp_path):
+    arr = feats(6, t=10)
+    p = write_feats(tmp_path / "f.h5", arr)
+    src = H5Shards([p], max_frames=4, limit=3)
+    src.hold_in_memory()
+    assert src.read(np.arange(3)).tobytes() == arr[:3, [0, 3, 6, 9]].tobytes()
+    bad = arr.copy()
+    bad[4, 1, 2] = np.nan
+    q = write_feats(tmp_path / "nan.h5", bad)
+    with pytest.raises(FileFormatError, match=r"nan\.h5.*row\(s\) \[4\]"):
+        H5Shards([q]).hold_in_memory()
+
+
+def test_held_array_survives_pickling_and_fork(two_shards):
+    paths, ref = two_shards
+    src = H5Shards(paths)
+    src.hold_in_memory()
+    clone = pickle.loads(pickle.dumps(src))
+    assert clone.in_memory
+    np.testing.assert_array_equal(clone.read([3, 8]), ref[[3, 8]])
+    loader = DataLoader(VideoFeatureDataset(src), batch_size=4, num_workers=2, multiprocessing_context="fork")
+    np.testing.assert_array_equal(torch.cat([b["feats"] for b in loader]).numpy(), ref)
+
+
+def test_the_budget_decides_and_logs(two_shards, caplog, monkeypatch):
+    from bitseek.data import h5features as h5
+    from bitseek.errors import ConfigError
+
+    paths, _ = two_shards
+    size = H5Shards(paths).nbytes  # 12 x 4 x 6 float32 = 1152 bytes
+    caplog.set_level("INFO", logger="bitseek.data.h5features")
+    src = H5Shards(paths)
+    assert h5.apply_ram_budget(src, h5.ram_budget(str(size)), "train") and src.in_memory
+    assert "split train: 1.2 kB fits the 1.2 kB budget -> held in RAM" in caplog.text
+    src = H5Shards(paths)
+    assert not h5.apply_ram_budget(src, h5.ram_budget(str(size - 1)), "train") and not src.in_memory
+    assert "split train: 1.2 kB does not fit the 1.2 kB budget -> streams" in caplog.text
+    assert not h5.apply_ram_budget(src, h5.ram_budget("0"), "train") and not src.in_memory
+    assert "ram_budget 0 -> streams" in caplog.text
+    assert h5.available_ram() > 0
+    monkeypatch.setattr(h5, "available_ram", lambda: 2 * size)
+    auto = h5.ram_budget("auto")
+    assert auto.bytes == int(2 * size * h5.AUTO_RAM_FRACTION)
+    assert h5.apply_ram_budget(H5Shards(paths), auto, "train")
+    assert "fits the 1.2 kB budget (auto: 50% of 2.3 kB available) -> held in RAM" in caplog.text
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes on the node: half each
+    assert h5.ram_budget("auto").bytes == int(2 * size * h5.AUTO_RAM_FRACTION / 2)
+    monkeypatch.setattr(h5, "available_ram", lambda: size)
+    assert not h5.apply_ram_budget(H5Shards(paths), h5.ram_budget("AUTO"), "train")
+    with pytest.raises(ConfigError, match=r"^data\.ram_budget: cannot read '8XB'"):
+        h5.check_ram_budget("8XB")

@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+import torch
 from torch.utils.data import DataLoader
 
 from bitseek.config import load_config
@@ -207,3 +208,32 @@ def test_validate_dataset_scans_every_file(fcvid):
         f["feats"][3, 1, 2] = np.nan
     with pytest.raises(FileFormatError, match=r"fcv_test_feats\.h5: 1 row\(s\).*\[3\]"):
         validate_dataset(small("fcvid", root), chunk=4)
+
+
+def _fcvid_config(root: Path, budget: str) -> object:
+    return load_config(raw={"name": "t", "model": {"name": "lsh"}, "data": {"name": "fcvid"}},
+                       overrides=[f"data.root={root}", "data.feature_dim=0", "data.max_frames=0",
+                                  "data.batch_size=3", f"data.ram_budget={budget}"]).data
+
+
+def test_training_batches_are_the_same_streamed_or_in_ram(fcvid, caplog):
+    root, _, _ = fcvid
+    caplog.set_level("INFO", logger="bitseek.data.h5features")
+    runs = {}
+    for budget in ("0", "1GB", "auto"):
+        data = load_data(_fcvid_config(root, budget))
+        assert data.info["train_in_memory"] == (budget != "0") == data.train.source.in_memory
+        gen = torch.Generator().manual_seed(7)
+        runs[budget] = [(b["index"].tolist(), b["feats"].numpy().tobytes())
+                        for b in DataLoader(data.train, batch_size=3, shuffle=True, generator=gen)]
+    assert runs["0"] == runs["1GB"] == runs["auto"] and len(runs["0"]) == 4
+    assert "split train: 1.8 kB fits the 1.0 GB budget -> held in RAM" in caplog.text  # 11 x 5 x 8 x 4 bytes
+    assert "split train: 1.8 kB, ram_budget 0 -> streams" in caplog.text
+
+
+@pytest.mark.parametrize("dataset", ["fcvid", "mnist-video"])
+def test_a_bad_ram_budget_is_a_config_error_naming_the_key(tmp_path, dataset):
+    with pytest.raises(ConfigError, match=r"data\.ram_budget: cannot read '8XB' as a size") as e:
+        load_config(raw={"name": "t", "model": {"name": "lsh"}, "data": {"name": dataset}},
+                    overrides=[f"data.root={tmp_path}", "data.ram_budget=8XB"])
+    assert "\n" not in str(e.value)

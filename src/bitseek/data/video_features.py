@@ -10,7 +10,8 @@ Registered dataset names:
   Moving-MNIST benchmark, generated on first use and then read through these same readers.
 
 Items are ``{"feats": float32 (T, D), "index": int}``. Features are read lazily from HDF5 (see
-:mod:`bitseek.data.h5features` for the cost model); labels are only loaded for evaluation.
+:mod:`bitseek.data.h5features` for the cost model) unless the training split fits ``data.ram_budget``,
+in which case it is read into RAM once; labels are only loaded for evaluation.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bitseek.data.base import RetrievalData
-from bitseek.data.h5features import H5Shards, validate_features
+from bitseek.data.h5features import H5Shards, apply_ram_budget, check_ram_budget, ram_budget, validate_features
 from bitseek.data.matlabels import load_label_files, load_label_matrix
 from bitseek.errors import ConfigError, FileFormatError
 from bitseek.registry import register_dataset
@@ -108,6 +109,12 @@ class VideoFeaturesConfig:
     max_frames: int = 0
     max_train: int = 0  # use only the first N training videos (0 = all), for quick runs
     check_finite: bool = True  # verify every batch read for NaN/inf rows
+    # The training split is read into RAM once when its float32 array fits: a size ("8GB", "512MiB",
+    # bytes), "auto" (half of the RAM available at load time) or 0 (always stream from the files).
+    ram_budget: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_ram_budget(self.ram_budget)
 
 
 @dataclass(frozen=True)
@@ -372,6 +379,9 @@ def load_video_features(cfg: VideoFeaturesConfig) -> RetrievalData:
                 f"{other.paths[0]}: (frames, dim) = ({other.file_frames}, {other.dim}) but the training files "
                 f"have ({train.file_frames}, {train.dim})"
             )
+    # only the training split: it is read in shuffled order every epoch, query and database once, in order
+    held = apply_ram_budget(train, ram_budget(cfg.ram_budget), "train")
+
     def load_labels() -> tuple[np.ndarray, np.ndarray | None]:
         _check_exists(cfg, {k: groups[k] for k in ("query_labels", "db_labels")})
         q_lab = _labels(groups["query_labels"], cfg.query_labels_key, len(query), "query")
@@ -394,6 +404,7 @@ def load_video_features(cfg: VideoFeaturesConfig) -> RetrievalData:
         "num_query": len(query),
         "num_database": len(query) if db is None else len(db),
         "queries_are_database": db is None,
+        "train_in_memory": held,
         "files": {k: [str(p) for p in v] for k, v in groups.items() if v},
     })
     if preset is not None:

