@@ -95,3 +95,13 @@ def test_no_valid_checkpoint_is_an_error_that_says_what_to_do(tmp_path) -> None:
     with pytest.raises(FileFormatError, match="no usable checkpoint.*new train.out_dir"):
         find_resume_state(tmp_path)
     assert find_resume_state(tmp_path / "fresh") == (None, [])
+
+
+def test_the_ram_budget_is_not_part_of_a_runs_identity() -> None:
+    """It changes how the training split is read, never the bytes served, so a run resumes across it."""
+    from bitseek.train.checkpoint import changed_settings
+
+    old = {"data": {"name": "fcvid", "batch_size": 128}}  # a run folder from before the key existed
+    assert changed_settings(old, {"data": {"name": "fcvid", "batch_size": 128, "ram_budget": "auto"}}) == []
+    assert changed_settings({"data": {"ram_budget": "8GB"}}, {"data": {"ram_budget": "0"}}) == []
+    assert changed_settings(old, {"data": {"name": "fcvid", "batch_size": 64}}) == ["data.batch_size: 128 -> 64"]

@@ -362,7 +362,7 @@ def find_resume_state(run_dir: Path) -> tuple[TrainingState | None, list[str]]:
 # Settings that may differ when a run is resumed: they change neither the model nor what it is trained on.
 RESUME_SAFE_KEYS: tuple[str, ...] = (
     "train.epochs", "train.progress", "train.log_every", "train.num_workers", "train.device",
-    "train.checkpoint_every", "train.compile", "train.out_dir", "data.root", "eval.",
+    "train.checkpoint_every", "train.compile", "train.out_dir", "data.root", "data.ram_budget", "eval.",
 )
 
 
