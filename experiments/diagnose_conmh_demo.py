@@ -47,7 +47,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -205,11 +205,19 @@ def part_variants(data: RetrievalData, opts: dict[str, Any], out: Path) -> dict[
     return res
 
 
-def part_curve(method: str, data: RetrievalData, opts: dict[str, Any], out: Path,
-               epochs: list[int]) -> dict[str, Any]:
-    """``method``'s preset trained in resumed stages, with the 64-bit shallow baselines beside it."""
-    stages = {str(e): deep_run(method, data, opts, out / "curve", [f"train.epochs={e}"]) for e in sorted(epochs)}
-    return {"method": method, "stages": stages, "baselines": shallow_maps(data, opts, out / "baselines")}
+def part_curve(method: str, data: RetrievalData, opts: dict[str, Any], out: Path, epochs: list[int],
+               save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """``method``'s preset trained in resumed stages, with the 64-bit shallow baselines beside it.
+
+    ``save`` receives the result after the baselines and after every stage, so an interrupted curve
+    keeps the stages it finished (and a re-run with the same ``--work`` resumes the last checkpoint).
+    """
+    res: dict[str, Any] = {"method": method, "stages": {}, "baselines": shallow_maps(data, opts, out / "baselines")}
+    for e in sorted(epochs):
+        if save is not None:
+            save(res)
+        res["stages"][str(e)] = deep_run(method, data, opts, out / "curve", [f"train.epochs={e}"])
+    return res
 
 
 def plot_curve(result: dict[str, Any], path: Path, title: str) -> None:
@@ -277,11 +285,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--figure", type=Path, default=None,
-                    help="curve: the PNG to write (default docs/figures/demo-video/curve_64bits[_METHOD][_BENCHMARK].png)")
+                    help="curve: the PNG to write (default: docs/figures/demo-video/curve_64bits"
+                         "[_METHOD][_BENCHMARK].png)")
     args = ap.parse_args(argv)
     if args.method != "conmh" and args.part != "curve":
         ap.error(f"--method {args.method}: only --part curve is measured for it")
     torch.set_num_threads(args.threads)
+    key = args.part if args.method == "conmh" else f"{args.part}-{args.method}"
+
+    def save(result: dict[str, Any]) -> None:
+        doc = read_previous(args.out)
+        doc.setdefault(args.benchmark, {})[key] = {"result": result, "seconds": round(time.perf_counter() - t0, 1),
+                                                   "machine": machine_info()}
+        atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         work = (args.work or Path(tmp)).resolve()
         opts = {"root": str(work / "data" / f"{DATASET}-{args.benchmark}"), "seed": 0, **BENCHMARKS[args.benchmark]}
@@ -297,13 +314,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         elif args.part == "representation":
             result = part_representation(data, opts, work / "runs", int(args.epochs.split(",")[0]))
         else:
-            result = part_curve(args.method, data, opts, work / "runs", [int(e) for e in args.epochs.split(",")])
-    seconds = time.perf_counter() - t0
-    key = args.part if args.method == "conmh" else f"{args.part}-{args.method}"
-    doc = read_previous(args.out)
-    doc.setdefault(args.benchmark, {})[key] = {"result": result, "seconds": round(seconds, 1),
-                                               "machine": machine_info()}
-    atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")
+            result = part_curve(args.method, data, opts, work / "runs", [int(e) for e in args.epochs.split(",")],
+                                save)
+    save(result)
     print(json.dumps({key: result}, indent=2))
     if args.part == "curve":
         suffix = "".join(f"_{v}" for v, default in ((args.method, "conmh"), (args.benchmark, "multi-shot"))
