@@ -43,16 +43,18 @@ def test_metrics_json(quick_run: tuple[Path, dict]) -> None:
     assert rows == result["results"]
     assert all(set(r) == ROW_KEYS and r["dataset"] == "landmarks" for r in rows)
     methods = {r["method"] for r in rows}
-    assert {"global", "global+cvnet", "global+cvnet-random", "superglobal", "itq", "itq+cvnet"} <= methods
+    assert {"global", "global+cvnet", "global+cvnet-random", "superglobal", "itq"} <= methods
     for m in methods:
         got = {r["metric"] for r in rows if r["method"] == m}
         assert MAP_METRICS | {"mP@10-M", "mP@1-H", "mP@5-E"} <= got, m
     assert all(0.0 <= r["value"] <= 100.0 for r in rows)
-    itq_bits = {r["bits"] for r in rows if r["method"].startswith("itq")}
+    itq_bits = {r["bits"] for r in rows if r["method"] == "itq"}
     assert itq_bits == {demo.QUICK.itq_bits} and {r["bits"] for r in rows if r["method"] == "global"} == {0}
     assert doc["dataset_info"]["size"] == "tiny" and doc["quick"] is True
     assert doc["wall_time_s"] > 0 and all(v >= 0 for v in doc["timings"].values())
-    assert {"data_s", "extract_trained_s", "global+cvnet_s", "superglobal_s", "itq_s"} <= set(doc["timings"])
+    assert {"data_s", "extract_s", "global+cvnet_s", "superglobal_s", "itq_s"} <= set(doc["timings"])
+    # the frozen backbone is shared: one extraction pass for the starting, trained and SuperGlobal networks
+    assert doc["rerank"]["extraction"]["backbone_passes"] == [["trained", "superglobal", "pretrained"]]
     assert doc["rerank"]["global+cvnet"]["shortlist_mode"] == "gnd"
     assert doc["rerank"]["global+cvnet"]["n_pairs"] > 0
 
@@ -72,7 +74,7 @@ def test_report_and_pictures(quick_run: tuple[Path, dict]) -> None:
     out, _ = quick_run
     report = (out / "report.md").read_text()
     assert report.startswith("# bitseek demo: landmarks (tiny)")
-    for m in ("global", "global+cvnet", "global+cvnet-random", "superglobal", "itq", "itq+cvnet"):
+    for m in ("global", "global+cvnet", "global+cvnet-random", "superglobal", "itq"):
         assert f"| {m} |" in report
     pictures = ["map_by_protocol.png", "retrievals_global.png", "retrievals_global_cvnet.png"]
     for name in pictures:
@@ -138,3 +140,18 @@ def test_global_training_ran_from_the_pretrained_start(quick_run: tuple[Path, di
     methods = {r["method"] for r in doc["results"]}
     assert "pretrained" in methods and "train_global_s" in doc["timings"]
     assert "Global training (cvnet/global-lite0" in (out / "report.md").read_text()
+
+
+def test_the_trained_rerank_head_is_the_one_evaluated(quick_run: tuple[Path, dict]) -> None:
+    out, _ = quick_run
+    doc = json.loads((out / "metrics.json").read_text())
+    if doc["training"]["available"]["rerank"] is None:
+        pytest.skip("re-ranker training is not on this tree")
+    run = doc["training"]["runs"]["rerank"]
+    assert run["recipe"] == demo.RERANK_RECIPE and 1 <= run["steps"] <= demo.QUICK.rerank_steps
+    assert (Path(run["run"]) / "cvnet" / "config.json").exists() and "train_rerank_s" in doc["timings"]
+    assert run["trained_head"] != run["start_head"]  # training changed the head ...
+    heads = {m: doc["rerank"][m]["head"] for m in ("global+cvnet", "global+cvnet-random")}
+    assert heads["global+cvnet"] == run["trained_head"]  # ... and that head re-ranked
+    assert heads["global+cvnet-random"] not in (run["trained_head"], run["start_head"])
+    assert "Re-ranker training (cvnet/rerank-lite0" in (out / "report.md").read_text()

@@ -181,3 +181,29 @@ def test_multiscale_descriptors_equal_the_official_extract_feature(jpgs):
     # any subset of rows gives the same rows (what a resumed, chunked extraction relies on)
     part = multiscale_descriptors(model, ds, rows=[2, 0])
     assert np.array_equal(part, got[[2, 0]])
+
+
+def test_shared_backbone_features_equal_each_network_on_its_own(jpgs):
+    """Two heads (another whitening, SuperGlobal's pooling and max over scales) on one backbone:
+    one pass gives each network its own multiscale_descriptors, and the scale-1 re-rank maps."""
+    from bitseek.encode.multiscale import pyramids_from_maps, rerank_pyramids, shared_backbone_features
+    from bitseek.models.cvnet import CVNet, CVNetConfig
+
+    torch.manual_seed(0)
+    a = CVNet(CVNetConfig(depth=50, reduction_dim=16, rerank_dim=8)).eval()
+    b = CVNet(CVNetConfig(depth=50, reduction_dim=16, rerank_dim=8)).eval()
+    b.backbone.load_state_dict(a.backbone.state_dict())
+    b.set_pooling(gemp=True, prefc_l2=True, scale_combine="max")
+    ds = MultiScaleImages(lambda i: read_bgr(jpgs[i]), 3, DEFAULT_SCALES, boxes=[[1.9, 2.9, 30.1, 25.8], None, None])
+    (da, db), maps = shared_backbone_features([a, b], ds, maps=True)
+    with torch.no_grad():
+        assert np.array_equal(da, multiscale_descriptors(a, ds)) and np.array_equal(db, multiscale_descriptors(b, ds))
+        assert not np.allclose(da, db)
+        assert all(np.array_equal(m, r) for m, r in zip(maps, rerank_maps(a, ds)))
+        for p, q in zip(pyramids_from_maps(a, maps), rerank_pyramids(a, ds)):  # from the fp16 maps: ~fp16 apart
+            assert p.size == q.size and all(np.allclose(x, y, atol=2e-2) for x, y in zip(p.levels, q.levels))
+    c = CVNet(CVNetConfig(depth=50, reduction_dim=16, rerank_dim=8)).eval()  # other backbone weights
+    with pytest.raises(InputError, match="backbone weights differ"):
+        shared_backbone_features([a, c], ds)
+    with pytest.raises(InputError, match="scale 1.0"):
+        shared_backbone_features([a], MultiScaleImages(lambda i: read_bgr(jpgs[i]), 3, (0.5, 2.0)), maps=True)

@@ -8,10 +8,11 @@ split comes from photographs that none of its test scenes use. The demo
 2. trains the global model and then the re-ranker (backbone frozen) on the training scenes, when
    main has those training functions (:func:`training_status` says which are there: a missing one
    is reported as missing, never simulated);
-3. extracts the official test protocol's multi-scale descriptors and scale-1 re-rank maps through
-   the same feature cache as ``bitseek retrieval test`` and evaluates, with revisitop's E/M/H mAP:
-   global retrieval; + CVNet re-ranking (trained, and an untrained head as the control); the
-   SuperGlobal pooling + its re-ranking; the ITQ binary first stage alone and + CVNet re-ranking;
+3. extracts the official test protocol's multi-scale descriptors and scale-1 re-rank maps (one
+   backbone pass per image and scale serves every network, since training keeps the backbone
+   frozen) and evaluates, with revisitop's E/M/H mAP: global retrieval; + CVNet re-ranking (the
+   trained head, and an untrained head as the control); the SuperGlobal pooling + its re-ranking;
+   the ITQ binary first stage;
 4. writes ``metrics.json`` (rows ``{dataset, method, bits, metric, value}``, values in percent as
    revisitop prints them, ``bits`` = 0 for float descriptors), ``report.md`` and PNG figures.
 """
@@ -46,8 +47,8 @@ METHODS = {
     "global+cvnet": "global, then CVNet re-ranking with the trained re-rank head",
     "superglobal": "SuperGlobal pooling (GeM+, regional GeM, scale-GeM, ReLU+ where the backbone has it) "
                    "+ SuperGlobal re-ranking (MDescAug + RerankwMDA)",
-    "itq": "ITQ codes: Hamming shortlist, re-scored by the float descriptor",
-    "itq+cvnet": "ITQ binary first stage, then trained CVNet re-ranking",
+    "itq": "ITQ binary first stage: Hamming shortlist of the trained global descriptors' codes, re-scored "
+           "by the float descriptor",
 }
 
 
@@ -140,6 +141,44 @@ def train_global_model(root: Path, run: Path, s: Settings, seed: int, scale: int
                  "last_epoch": {k: v for k, v in epochs[-1].items() if "/" in k} if epochs else {}}
 
 
+RERANK_RECIPE = "cvnet/rerank-lite0"  # the packaged CPU recipe the demo trains the re-ranker with
+
+
+def rerank_overrides(root: Path, s: Settings, seed: int, scale: int, show: bool) -> list[str]:
+    """The demo's changes to :data:`RERANK_RECIPE`: its training scenes, its seed, its length."""
+    from bitseek.train.cvnet_rerank import rerank_config
+
+    ov = [f"data.root={root / 'train'}", f"train.seed={seed}", f"data.seed={seed}",
+          f"train.progress={str(show).lower()}"]
+    if s.rerank_steps is not None:
+        ov += ["train.epochs=1", f"train.max_steps_per_epoch={s.rerank_steps}"]
+    elif scale != 1:
+        ov += [f"train.epochs={rerank_config(RERANK_RECIPE).train.epochs * scale}"]
+    return ov
+
+
+def train_rerank_model(root: Path, run: Path, net: Any, s: Settings, seed: int, scale: int,
+                       show: bool) -> tuple[Any, dict[str, Any]]:
+    """CVNet's re-ranker training (:func:`bitseek.train.cvnet_rerank.train_rerank`, backbone frozen) on the
+    training scenes, starting from the trained global network ``net`` (its descriptors mine the negatives)."""
+    import json
+
+    from bitseek.train.cvnet_rerank import train_rerank
+
+    t0 = time.perf_counter()
+    ov = rerank_overrides(root, s, seed, scale, show)
+    trained, out = train_rerank(RERANK_RECIPE, ov, net=net, out_dir=run)
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r.get("event") == "epoch"]
+    done = json.loads((out / "DONE").read_text())
+    info = json.loads((out / "cvnet" / "config.json").read_text()).get("rerank_training", {})
+    return trained, {"recipe": RERANK_RECIPE, "overrides": ov, "run": str(out), "epochs": int(done["epochs"]),
+                     "steps": int(done["steps"]), "seconds": round(time.perf_counter() - t0, 2), "data": info,
+                     "start_head": state_id(net.rerank), "trained_head": state_id(trained.rerank),
+                     "first_epoch": {k: v for k, v in epochs[0].items() if "/" in k} if epochs else {},
+                     "last_epoch": {k: v for k, v in epochs[-1].items() if "/" in k} if epochs else {}}
+
+
 def random_rerank_head(model: Any, seed: int) -> Any:
     """A copy of ``model`` whose re-rank head is re-initialised (PyTorch's default init, seeded): the control.
 
@@ -155,7 +194,7 @@ def random_rerank_head(model: Any, seed: int) -> Any:
 
 
 def state_id(model: Any) -> str:
-    """A digest of every tensor of the model: keys the feature cache, so a retrained model never reads stale rows."""
+    """A digest of every tensor of a module: names which weights ran (metrics record the re-rank heads)."""
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
@@ -175,6 +214,7 @@ class Split:
     qmaps: Any = None
     xmaps: Any = None
     seconds: float = 0.0
+    pass_with: tuple[str, ...] = ()  # the networks extracted in the same backbone pass
 
 
 @dataclass
@@ -208,81 +248,111 @@ class Evaluation:
         return next(r["value"] for r in self.rows if r["method"] == method and r["metric"] == metric)
 
 
-def extract(model: Any, imgs: Any, cache: Path, scales: Sequence[float], *, maps: bool, tag: str = "",
-            show: bool = True, device: Any = "cpu") -> Split:
-    """Multi-scale global descriptors (+ scale-1 re-rank maps) through ``bitseek retrieval test``'s cache."""
-    from bitseek.data.revisited import read_bgr
-    from bitseek.encode.multiscale import MultiScaleImages
-    from bitseek.encode.revisited_cache import FeatureCache
+def extract(models: dict[str, Any], imgs: Any, scales: Sequence[float], *, maps_of: str | None = None,
+            show: bool = True, device: Any = "cpu") -> dict[str, Split]:
+    """Multi-scale global descriptors of each network (+ ``maps_of``'s scale-1 re-rank maps), one
+    backbone pass per image and scale for all networks that share a backbone.
 
-    t0 = time.perf_counter()
-    gnd = imgs.gnd
-    mid = state_id(model) + (f"-{tag}" if tag else "")
+    The demo's global training freezes the backbone, so the starting network, the trained one and
+    its SuperGlobal pooling read the same maps: :func:`~bitseek.encode.multiscale.shared_backbone_features`
+    gives each exactly the numbers of its own extraction (``bitseek retrieval test``'s protocol) for
+    the cost of one. Networks whose backbones differ (``model.freeze_backbone=false``) get a pass each."""
+    from bitseek.data.revisited import read_bgr
+    from bitseek.encode.multiscale import MultiScaleImages, shared_backbone_features
+    from bitseek.progress import progress
+
     q_ims = MultiScaleImages(lambda i: read_bgr(imgs.query[i]), len(imgs.query), scales, imgs.boxes)
     db_ims = MultiScaleImages(lambda i: read_bgr(imgs.database[i]), len(imgs.database), scales)
-
-    def cached(split: str, kind: str, ims: Any, names: list[str]) -> Any:
-        return FeatureCache(cache, split, kind, ims, names, mid).extract(model, desc=f"{split} {kind}",
-                                                                         device=device, show_progress=show)
-
-    with torch.no_grad():
-        out = Split(q=cached("query", "global", q_ims, gnd["qimlist"]).global_descriptors(),
-                    x=cached("db", "global", db_ims, gnd["imlist"]).global_descriptors())
-        if maps:
-            out.qmaps = cached("query", "maps", q_ims, gnd["qimlist"]).maps()
-            out.xmaps = cached("db", "maps", db_ims, gnd["imlist"]).maps()
-    out.seconds = time.perf_counter() - t0
+    groups: list[list[str]] = []
+    for name, m in models.items():  # networks with identical backbone weights share a pass
+        for g in groups:
+            if backbone_id(models[g[0]]) == backbone_id(m) and models[g[0]].cfg.relup == m.cfg.relup:
+                g.append(name)
+                break
+        else:
+            groups.append([name])
+    out: dict[str, Split] = {}
+    for g in groups:
+        t0 = time.perf_counter()
+        want_maps = maps_of in g
+        nets = [models[n] for n in g]
+        got = {}
+        for split, ims in (("query", q_ims), ("db", db_ims)):
+            with progress(total=len(ims), desc=f"{split} ({', '.join(g)})", unit="img", show=show) as bar:
+                got[split] = shared_backbone_features(nets, ims, maps=want_maps, device=device, progress=bar)
+        secs = time.perf_counter() - t0
+        for j, n in enumerate(g):
+            out[n] = Split(q=got["query"][0][j], x=got["db"][0][j], seconds=secs, pass_with=tuple(g),
+                           qmaps=got["query"][1] if n == maps_of else None,
+                           xmaps=got["db"][1] if n == maps_of else None)
     return out
+
+
+def backbone_id(model: Any) -> str:
+    """A digest of the backbone's tensors alone (networks with the same one share extraction passes)."""
+    return state_id(model.backbone)
 
 
 def _cvnet_rerank(ev: Evaluation, method: str, bits: int, model: Any, feats: Split, ranks: np.ndarray,
                   scores: np.ndarray, gnd: Any, s: Settings) -> None:
+    """Re-rank with ``model``'s head over pyramids projected once per image from the shared stage-3 maps
+    (the cached-pyramid path of ``bitseek retrieval test``: per pair only correlation and 4D convs run)."""
+    from bitseek.encode.multiscale import pyramids_from_maps
     from bitseek.rerank import CVNetReranker, rerank_ranks
 
-    rr = CVNetReranker(model, feats.qmaps, feats.xmaps)
+    t0 = time.perf_counter()
+    qp, xp = pyramids_from_maps(model, feats.qmaps), pyramids_from_maps(model, feats.xmaps)
+    project_s = time.perf_counter() - t0
+    rr = CVNetReranker(model, qp, xp)
     res = rerank_ranks(ranks, scores, rr, mode=s.shortlist_mode, k=min(s.k, ranks.shape[0]), gnd=gnd)
     ev.add(method, bits, res.ranks, gnd)
-    ev.seconds[f"{method}_s"] = round(res.seconds, 3)
-    ev.extra[method] = res.to_json()
+    ev.seconds[f"{method}_s"] = round(project_s + res.seconds, 3)
+    ev.extra[method] = {**res.to_json(), "pyramids_s": round(project_s, 3), "head": state_id(model.rerank)}
 
 
-def evaluate_methods(trained: Any, start: Any | None, imgs: Any, cache: Path, s: Settings, seed: int,
-                     show: bool = True, log: Callable[[str], None] = print) -> Evaluation:
+def evaluate_methods(trained: Any, start: Any | None, imgs: Any, s: Settings, seed: int, *,
+                     reranker: Any = None, show: bool = True, log: Callable[[str], None] = print) -> Evaluation:
     """Every method of :data:`METHODS` on the benchmark's queries and database.
 
-    ``trained`` is the model after training (or the starting model when training is missing);
-    ``start`` the starting model for the ``pretrained`` row (None: skip it, e.g. same as ``trained``)."""
+    ``trained`` is the model after global training (or the starting model when training is missing);
+    ``start`` the starting model for the ``pretrained`` row (None: skip it, e.g. same as ``trained``);
+    ``reranker`` the network with the trained re-rank head (None: ``trained``'s own head)."""
     from bitseek.rerank import binary_first_stage, rerank_ranks
     from bitseek.rerank.binary import exact_ranking
     from bitseek.rerank.superglobal import SuperGlobalReranker
 
     gnd = imgs.gnd
     ev = Evaluation()
+    reranker = reranker if reranker is not None else trained
 
     def say(method: str) -> None:
         log(f"  {method:>20}: " + ", ".join(f"{m} {ev.value(method, m):5.2f}" for m in ("mAP-E", "mAP-M", "mAP-H")))
 
+    sg_model, sg_info = superglobal_model(trained, rgem=smallest_side(imgs, s.scales) >= RGEM_MIN_SIDE)
+    nets = {"trained": trained, "superglobal": sg_model, **({"pretrained": start} if start is not None else {})}
+    t0 = time.perf_counter()
+    split = extract(nets, imgs, s.scales, maps_of="trained", show=show)
+    ev.seconds["extract_s"] = round(time.perf_counter() - t0, 3)
+    ev.extra["extraction"] = {"backbone_passes": sorted({v.pass_with for v in split.values()}),
+                              "seconds": ev.seconds["extract_s"]}
+
     if start is not None:
-        f0 = extract(start, imgs, cache, s.scales, maps=False, show=show)
-        ev.seconds["extract_pretrained_s"] = round(f0.seconds, 3)
-        r0, _ = exact_ranking(f0.q, f0.x)
+        r0, _ = exact_ranking(split["pretrained"].q, split["pretrained"].x)
         ev.add("pretrained", 0, r0, gnd)
         say("pretrained")
 
-    feats = extract(trained, imgs, cache, s.scales, maps=True, show=show)
-    ev.seconds["extract_trained_s"] = round(feats.seconds, 3)
+    feats = split["trained"]
     ranks, scores = exact_ranking(feats.q, feats.x)
     ev.add("global", 0, ranks, gnd)
     say("global")
 
-    _cvnet_rerank(ev, "global+cvnet-random", 0, random_rerank_head(trained, seed), feats, ranks, scores, gnd, s)
+    _cvnet_rerank(ev, "global+cvnet-random", 0, random_rerank_head(reranker, seed), feats, ranks, scores, gnd, s)
     say("global+cvnet-random")
-    _cvnet_rerank(ev, "global+cvnet", 0, trained, feats, ranks, scores, gnd, s)
+    _cvnet_rerank(ev, "global+cvnet", 0, reranker, feats, ranks, scores, gnd, s)
     say("global+cvnet")
 
-    sg_model, sg_info = superglobal_model(trained, rgem=smallest_side(imgs, s.scales) >= RGEM_MIN_SIDE)
     t0 = time.perf_counter()
-    sg = extract(sg_model, imgs, cache, s.scales, maps=False, tag=sg_model.pooling_id(), show=show)
+    sg = split["superglobal"]
     sg_ranks, sg_scores = exact_ranking(sg.q, sg.x)
     res = rerank_ranks(sg_ranks, sg_scores, SuperGlobalReranker(sg.q, sg.x), mode="plain",
                        k=min(s.superglobal_m, sg_ranks.shape[0]))
@@ -298,8 +368,6 @@ def evaluate_methods(trained: Any, start: Any | None, imgs: Any, cache: Path, s:
     ev.extra["itq"] = {"bits": stage.bits, "shortlist_L": stage.shortlist, "fit_on": "the database descriptors",
                        "seconds": {k: round(v, 4) for k, v in stage.seconds.items()}}
     say("itq")
-    _cvnet_rerank(ev, "itq+cvnet", bits, trained, feats, stage.ranks, stage.scores, gnd, s)
-    say("itq+cvnet")
     ev.extra["global_dim"] = int(feats.x.shape[1])
     return ev
 
@@ -459,8 +527,17 @@ def _run(out: Path, s: Settings, seed: int, quick: bool, full: bool, scale: int,
         con.print(f"    {runs['global']['epochs']} epochs, {runs['global']['steps']} steps in "
                   f"{runs['global']['seconds']:.1f}s; last epoch {runs['global']['last_epoch']}")
 
-    con.print("  evaluating (extraction through the retrieval test's feature cache):")
-    ev = evaluate_methods(trained, start if trained is not start else None, imgs, out / "cache", s, seed,
+    reranker = None
+    if status["rerank"]:
+        con.print(f"  training the re-ranker ({RERANK_RECIPE}: backbone frozen, cross-entropy on pairs with hard "
+                  "negatives, Hide-and-Seek, curriculum) on the same training images")
+        reranker, runs["rerank"] = train_rerank_model(root, out / "runs" / "rerank", trained, s, seed, scale, show)
+        timings["train_rerank_s"] = runs["rerank"]["seconds"]
+        con.print(f"    {runs['rerank']['epochs']} epochs, {runs['rerank']['steps']} steps in "
+                  f"{runs['rerank']['seconds']:.1f}s; last epoch {runs['rerank']['last_epoch']}")
+
+    con.print("  evaluating (one backbone pass per image and scale for every network sharing the frozen backbone):")
+    ev = evaluate_methods(trained, start if trained is not start else None, imgs, s, seed, reranker=reranker,
                           show=show, log=con.print)
     timings.update(ev.seconds)
 
@@ -492,6 +569,11 @@ def _run(out: Path, s: Settings, seed: int, quick: bool, full: bool, scale: int,
         f"Trained CVNet re-ranking changes Hard mAP by {gain:+.2f} points over global retrieval; the untrained "
         f"(random) re-rank head by {ctl_gain:+.2f}.",
     ]
+    if "rerank" in runs:
+        r = runs["rerank"]
+        notes.insert(0, f"Re-ranker training ({r['recipe']}, backbone frozen, from the trained global network): "
+                     f"{r['epochs']} epoch(s), {r['steps']} steps in {r['seconds']:.1f}s on the training scenes "
+                     f"({r['data'].get('pairs_per_epoch', '?')} pairs per epoch); last epoch {r['last_epoch']}.")
     if "global" in runs:
         g = runs["global"]
         notes.insert(0, f"Global training ({g['recipe']}, from the ImageNet-pretrained EfficientNet-Lite0): "

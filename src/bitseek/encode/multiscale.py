@@ -31,7 +31,7 @@ from bitseek.errors import ConfigError, InputError
 
 __all__ = ["BGR_MEAN", "BGR_STD", "CROP_RULES", "DEFAULT_SCALES", "MultiScaleImages", "aggregate_scales",
            "check_scales", "crop_to_box", "import_cv2", "multiscale_descriptors", "normalise_bgr", "pyramid",
-           "rerank_maps", "rerank_pyramids", "resize_scale"]
+           "pyramids_from_maps", "rerank_maps", "rerank_pyramids", "resize_scale", "shared_backbone_features"]
 
 #: ImageNet statistics in BGR order (the official ``_MEAN``/``_SD``).
 BGR_MEAN = (0.406, 0.456, 0.485)
@@ -198,19 +198,89 @@ def rerank_maps(model: Any, images: MultiScaleImages, rows: Sequence[int] | None
                       num_workers, progress)
 
 
+def _same_backbone(models: Sequence[Any]) -> None:
+    """Refuse networks whose backbones would compute different maps (weights or ReLU+ differ)."""
+    first = models[0]
+    ref = first.backbone.state_dict()
+    for m in models[1:]:
+        if getattr(m.cfg, "relup", False) != getattr(first.cfg, "relup", False):
+            raise InputError("shared_backbone_features: the networks differ in ReLU+ (relup), so their backbones "
+                             "compute different maps; extract them separately")
+        other = m.backbone.state_dict()
+        if other.keys() != ref.keys() or any(not torch.equal(ref[k], other[k]) for k in ref):
+            raise InputError("shared_backbone_features: the networks' backbone weights differ; extract them separately")
+
+
+@torch.no_grad()
+def shared_backbone_features(models: Sequence[Any], images: MultiScaleImages, rows: Sequence[int] | None = None, *,
+                             maps: bool = False, device: torch.device | str = "cpu", num_workers: int = 0,
+                             progress: Any = None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """One backbone pass per image and scale for several CVNets sharing one (frozen) backbone.
+
+    Returns each network's :func:`multiscale_descriptors` and, with ``maps``, the :func:`rerank_maps`
+    (taken from the scale-1 pass, which needs 1.0 among the scales): the same operations on the same
+    maps, so the same numbers as extracting each network on its own, at a fraction of the cost."""
+    if not models:
+        raise InputError("shared_backbone_features: no networks given")
+    _same_backbone(models)
+    if maps and 1.0 not in images.scales:
+        raise InputError(f"shared_backbone_features: re-rank maps come from scale 1.0, not among {list(images.scales)}")
+    dev = torch.device(device)
+    net = models[0]
+    rows = range(len(images)) if rows is None else rows
+    descs: list[list[torch.Tensor]] = [[] for _ in models]
+    kept: list[np.ndarray] | None = [] if maps else None
+    with _no_cudnn_benchmark():
+        for xs in _items(images, rows, num_workers):
+            per_scale: list[list[torch.Tensor]] = [[] for _ in models]
+            for s, x in zip(images.scales, xs):
+                inp = net._input(x.unsqueeze(0).to(dev))
+                if kept is not None and s == 1.0:
+                    f3, f4 = net.backbone.forward_intermediates(inp, (3, 4), pre_act=(3,))
+                    kept.append(f3[0].to(torch.float16).cpu().numpy())
+                else:
+                    (f4,) = net.backbone.forward_intermediates(inp, (4,))
+                for j, m in enumerate(models):
+                    per_scale[j].append(m.descriptor_from_map(f4))
+            for j, m in enumerate(models):
+                descs[j].append(getattr(m, "combine_scales", aggregate_scales)(per_scale[j]))
+            if progress is not None:
+                progress.update(1)
+    out = []
+    for m, d in zip(models, descs):
+        x = torch.cat(d).float().cpu().numpy() if d else np.zeros((0, int(getattr(m, "dim", 0))), np.float32)
+        if not np.isfinite(x).all():
+            raise InputError(f"{type(m).__name__}: non-finite global descriptors")
+        out.append(x)
+    return out, kept
+
+
+def pyramids_from_maps(model: Any, maps: Sequence[Any], device: torch.device | str = "cpu") -> list[Any]:
+    """Stored stage-3 maps -> ``model``'s convolved re-rank pyramids (levels float16), as :func:`rerank_pyramids`."""
+    dtype = model.rerank.scale_convs[0].weight.dtype
+    out: list[Any] = []
+    with torch.no_grad():
+        for f in maps:
+            t = f if isinstance(f, torch.Tensor) else torch.from_numpy(np.asarray(f))
+            out.append(_stored_pyramid(model, t.reshape(1, *t.shape[-3:]).to(device, dtype)))
+    return out
+
+
+def _stored_pyramid(model: Any, f: torch.Tensor) -> Any:
+    """One (1, C, H, W) stage-3 map -> its re-rank pyramid with float16 levels on the host (what caches keep)."""
+    from bitseek.models.cvnet.rerank import Pyramid
+
+    (p,) = model.rerank.project(f)
+    return Pyramid(p.size, tuple(lv.to(torch.float16).cpu().numpy() for lv in p.levels))
+
+
 @torch.no_grad()
 def rerank_pyramids(model: Any, images: MultiScaleImages, rows: Sequence[int] | None = None, *,
                     device: torch.device | str = "cpu", num_workers: int = 0, progress: Any = None) -> list[Any]:
     """Each image's convolved re-rank pyramid (``model.rerank.project`` of its :func:`rerank_maps`
     map, computed in the model's precision), levels stored float16: the 256-channel levels are less than
     half the bytes of the 1024-channel map, and the re-ranker skips their 3x3 convs per pair."""
-    from bitseek.models.cvnet.rerank import Pyramid
-
-    def one(f: torch.Tensor) -> Any:
-        (p,) = model.rerank.project(f)
-        return Pyramid(p.size, tuple(lv.to(torch.float16).cpu().numpy() for lv in p.levels))
-
-    return _per_image(one, model, images, rows, device, num_workers, progress)
+    return _per_image(lambda f: _stored_pyramid(model, f), model, images, rows, device, num_workers, progress)
 
 
 def _per_image(fn: Any, model: Any, images: MultiScaleImages, rows: Sequence[int] | None, device: Any,

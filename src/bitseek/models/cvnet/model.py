@@ -230,6 +230,13 @@ class CVNet(Embedder):
     def global_descriptor(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised images -> (B, reduction_dim) L2-normalised descriptors (one scale)."""
         (f4,) = self.backbone.forward_intermediates(self._input(x), (4,))
+        return self.descriptor_from_map(f4)
+
+    def descriptor_from_map(self, f4: Tensor) -> Tensor:
+        """The global head alone: a backbone's stage-4 map (B, C4, h, w) -> (B, reduction_dim) descriptors.
+
+        Networks sharing a frozen backbone (before/after CVNet's global training, SuperGlobal's
+        pooling) can thus pool one backbone pass each (:func:`bitseek.encode.multiscale.shared_backbone_features`)."""
         cfg = self.cfg
         if not (cfg.rgem or cfg.gemp or cfg.prefc_l2):
             return F.normalize(self.whiten(self.pool(f4)), dim=1)
