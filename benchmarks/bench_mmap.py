@@ -65,7 +65,7 @@ def build(path: Path, n: int, spec: str) -> None:
     print(json.dumps({"build_s": round(time.perf_counter() - t, 1), "build_peak_rss_mb": round(peak_mb(), 1)}))
 
 
-def search(path: Path, nq: int, verify: bool, nprobe: int | None) -> None:
+def search(path: Path, nq: int, verify: bool, nprobe: int | None, resident_mb: int | None) -> None:
     """Child: open memory-mapped, search, report RSS."""
     import faiss
     from bench_synthetic_codes import load_fitted
@@ -73,6 +73,10 @@ def search(path: Path, nq: int, verify: bool, nprobe: int | None) -> None:
     from bitseek.index import load_index
 
     faiss.omp_set_num_threads(1)
+    if resident_mb is not None:
+        from bitseek.index.faiss.mapped import MappedIVFIndex
+
+        MappedIVFIndex.resident_bytes = resident_mb << 20
     q = load_fitted().sample(nq, stream=1)
     base = rss_mb()
     t = time.perf_counter()
@@ -89,10 +93,14 @@ def search(path: Path, nq: int, verify: bool, nprobe: int | None) -> None:
               "rss_before_open_mb": round(base, 1), "rss_after_open_mb": round(after_open, 1),
               "rss_after_search_mb": round(after_search, 1), "peak_rss_mb_mapped": round(peak_mb(), 1)}
     if index.engine != "flat":
+        report["resident_mb"] = type(index).resident_bytes >> 20
         t = time.perf_counter()
         loaded = load_index(path)
+        load_s = time.perf_counter() - t
+        t = time.perf_counter()
         ld, li = loaded.search(q, 100, **params)
-        report.update(load_s=round(time.perf_counter() - t, 1), peak_rss_mb_after_full_load=round(peak_mb(), 1),
+        report.update(load_s=round(load_s, 1), loaded_search_s=round(time.perf_counter() - t, 2),
+                      peak_rss_mb_after_full_load=round(peak_mb(), 1),
                       equal_to_loaded_index=bool(np.array_equal(ld, d) and np.array_equal(li, i)))
         print(json.dumps(report))
         return
@@ -119,6 +127,8 @@ def main() -> None:
     ap.add_argument("--nq", type=int, default=1000)
     ap.add_argument("--spec", default="flat", help="flat or ivfN (e.g. ivf16384)")
     ap.add_argument("--nprobe", type=int, default=48, help="IVF lists probed per query")
+    ap.add_argument("--resident-mb", type=int, default=None,
+                    help="IVF: MappedIVFIndex.resident_bytes in MB (default: the class's 64 MB)")
     ap.add_argument("--cache", default="/tmp/bitseek-ann")
     ap.add_argument("--out", default=None, help="default: results/mmap.json (flat) or results/mmap-ivf.json")
     ap.add_argument("--child", choices=["build", "search", "search-noverify"], help=argparse.SUPPRESS)
@@ -130,7 +140,8 @@ def main() -> None:
     if args.child == "build":
         return build(Path(args.path), args.n, args.spec)
     if args.child:
-        return search(Path(args.path), args.nq, verify=args.child == "search", nprobe=nprobe)
+        return search(Path(args.path), args.nq, verify=args.child == "search", nprobe=nprobe,
+                      resident_mb=args.resident_mb)
     out = args.out or str(HERE / ("results/mmap.json" if args.spec == "flat" else "results/mmap-ivf.json"))
     from bitseek.atomic import atomic_write_text
 
@@ -141,8 +152,9 @@ def main() -> None:
         print(f"building {path} ...", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         built = child("--child", "build", "--path", str(path), "--n", str(args.n), "--spec", args.spec)
+    extra = [] if args.resident_mb is None else ["--resident-mb", str(args.resident_mb)]
     runs = [child("--child", mode, "--path", str(path), "--nq", str(args.nq), "--spec", args.spec,
-                  "--nprobe", str(args.nprobe)) for mode in ("search-noverify", "search")]
+                  "--nprobe", str(args.nprobe), *extra) for mode in ("search-noverify", "search")]
     doc = {
         "what": f"{args.spec} index searched memory-mapped (load_index(path, mmap=True)), one thread, k=100",
         "n": args.n, "bits": 64, "file_mb": round(path.stat().st_size / 2**20, 1),

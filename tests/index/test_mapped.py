@@ -70,9 +70,11 @@ def saved_ivf(tmp_path):
     return index, pop.sample(60, stream=1), tmp_path / "ivf.bsi"
 
 
-def test_mapped_ivf_results_equal_the_in_memory_index(saved_ivf):
+@pytest.mark.parametrize("resident_bytes", [64 << 20, 1])  # 1: one query per batch
+def test_mapped_ivf_results_equal_the_in_memory_index(saved_ivf, resident_bytes, monkeypatch):
     from bitseek.index.faiss.mapped import MappedIVFIndex
 
+    monkeypatch.setattr(MappedIVFIndex, "resident_bytes", resident_bytes)
     index, q, path = saved_ivf
     mapped = load_index(path, mmap=True)
     assert isinstance(mapped, MappedIVFIndex) and mapped.memory_mapped and not mapped.exact

@@ -389,7 +389,7 @@ def load_index(path: str | os.PathLike[str], mmap: bool = False, verify: bool = 
     """Load any index file written by ``save``: the engine is read from the file's header.
 
     ``mmap=True`` (``flat``, ``ivf`` and ``auto`` files) searches straight from the file, read-only,
-    with resident memory of about one scan block (flat) or one search's probed lists (ivf)
+    with resident memory of about one scan block (flat) or about 64 MB of probed lists (ivf)
     (``bitseek.index.faiss.mapped``); ``verify=False`` then also skips the checksum pass over the file.
     """
     from bitseek.index.persist import read_index_file

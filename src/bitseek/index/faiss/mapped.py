@@ -14,8 +14,9 @@ Here the file is mapped read-only and only what a search touches is read.
 
 After each search the kernel is told the touched pages are not needed (``MADV_DONTNEED``): the page
 cache keeps them for the next search, but they stop counting in this process's resident memory,
-which stays at about one scan block (flat, 64 MB by default) or one search's probed lists (ivf)
-however large the index. Only the ids of returned results are read from the id table, window by
+which stays at about one scan block (flat, 64 MB by default) or one batch of queries' probed lists
+(ivf: batches sized so that about 64 MB of lists are touched before each release) however large the
+index. Only the ids of returned results are read from the id table, window by
 window (a page fault maps neighbouring pages too, so random reads across the whole table would
 otherwise make most of it resident). ``tests/index/test_mapped.py`` checks equality with the
 in-memory engines (same tie rule).
@@ -205,6 +206,8 @@ class MappedIVFIndex(_MappedFile, BinaryIVFIndex):
                  **kw: Any) -> None:
         super().__init__(bits, params, options, build=False)
 
+    resident_bytes = 64 << 20  # list data one batch of queries may touch before it is released
+
     _lists_addr: int  # where faiss mapped the file's list data, page-aligned
     _lists_len: int
 
@@ -213,30 +216,50 @@ class MappedIVFIndex(_MappedFile, BinaryIVFIndex):
         if self._lists_len > 0:
             _madvise_dontneed(self._lists_addr, self._lists_len)
 
+    def _batches(self, nq: int, opts: dict[str, int]) -> range:
+        """Query batches whose probed lists fit ``resident_bytes`` on average (results do not depend on it)."""
+        per_query = self._nprobe(opts) * self._lists_len / max(self.nlist, 1)
+        return range(0, nq, max(1, int(self.resident_bytes // max(per_query, 1.0))))
+
     def search(self, queries: Any, k: int, **params: int) -> tuple[np.ndarray, np.ndarray]:
         q = self._coerce(queries, "queries")
         k = check_k(k)
         with self._lock.read():
             opts = self._call_options(params)
+            dist, ids = self._pads(q.shape[0], k)
             if q.shape[0] == 0 or self._n == 0:
-                return self._pads(q.shape[0], k)
-            try:
-                return self._knn_ordered(q, k, opts)  # labels are our ids: faiss holds them in the lists
-            finally:
-                self._release_lists()
+                return dist, ids
+            batches = self._batches(q.shape[0], opts)
+            for s in batches:
+                e = min(s + batches.step, q.shape[0])
+                try:  # labels are our ids: faiss holds them in the lists
+                    dist[s:e], ids[s:e] = self._knn_ordered(np.ascontiguousarray(q[s:e]), k, opts)
+                finally:
+                    self._release_lists()
+        return dist, ids
 
     def range_search(self, queries: Any, radius: Any, **params: int) -> RangeResult:
         q = self._coerce(queries, "queries")
         r = self._check_radius(radius)
+        nq = q.shape[0]
         with self._lock.read():
             opts = self._call_options(params)
-            if q.shape[0] == 0 or self._n == 0:
-                return RangeResult(np.zeros(q.shape[0] + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64))
-            try:
-                lims, dist, labels = self._range(q, r, opts)
-            finally:
-                self._release_lists()
-        return self._range_result(q.shape[0], lims, dist, labels, labels)
+            if nq == 0 or self._n == 0:
+                return RangeResult(np.zeros(nq + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64))
+            batches = self._batches(nq, opts)
+            counts, dists, labels = [], [], []
+            for s in batches:
+                try:
+                    lims, d, lab = self._range(np.ascontiguousarray(q[s : s + batches.step]), r, opts)
+                finally:
+                    self._release_lists()
+                counts.append(np.diff(lims))
+                dists.append(d)
+                labels.append(lab)
+        lims = np.zeros(nq + 1, np.int64)
+        np.cumsum(np.concatenate(counts), out=lims[1:])
+        lab = np.concatenate(labels)
+        return self._range_result(nq, lims, np.concatenate(dists), lab, lab)
 
 
 def _madvise_dontneed(addr: int, length: int) -> None:
