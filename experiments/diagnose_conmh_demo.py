@@ -206,18 +206,39 @@ def part_variants(data: RetrievalData, opts: dict[str, Any], out: Path) -> dict[
 
 
 def part_curve(method: str, data: RetrievalData, opts: dict[str, Any], out: Path, epochs: list[int],
-               save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+               save: Callable[[dict[str, Any]], None] | None = None,
+               finished: dict[str, Any] | None = None) -> dict[str, Any]:
     """``method``'s preset trained in resumed stages, with the 64-bit shallow baselines beside it.
 
     ``save`` receives the result after the baselines and after every stage, so an interrupted curve
-    keeps the stages it finished (and a re-run with the same ``--work`` resumes the last checkpoint).
+    keeps the stages it finished; a re-run with the same ``--work`` resumes the last checkpoint.
+    The run folder then holds a model trained past the earlier stages, which can no longer be
+    evaluated from it: those stages are taken from ``finished`` (the result file's stages), and a
+    stage below the folder's epoch that the file lacks is an error rather than a wrong number.
     """
     res: dict[str, Any] = {"method": method, "stages": {}, "baselines": shallow_maps(data, opts, out / "baselines")}
+    done = pipeline_done_epochs(out / "curve")
     for e in sorted(epochs):
         if save is not None:
             save(res)
+        if done > e:
+            if not finished or str(e) not in finished:
+                raise SystemExit(f"--work {out.parent}: its curve run is trained to {done} epochs, past the "
+                                 f"{e}-epoch stage, and the result file lacks that stage; use a new --work")
+            res["stages"][str(e)] = finished[str(e)]
+            continue
         res["stages"][str(e)] = deep_run(method, data, opts, out / "curve", [f"train.epochs={e}"])
     return res
+
+
+def pipeline_done_epochs(runs: Path) -> int:
+    """Epochs of the last checkpoint under a curve's run folder (0 when there is none)."""
+    best = 0
+    for done in runs.glob("**/checkpoints/epoch-*"):
+        tail = done.name.rsplit("-", 1)[-1]
+        if tail.isdigit():
+            best = max(best, int(tail))
+    return best
 
 
 def plot_curve(result: dict[str, Any], path: Path, title: str) -> None:
@@ -314,8 +335,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         elif args.part == "representation":
             result = part_representation(data, opts, work / "runs", int(args.epochs.split(",")[0]))
         else:
+            finished = read_previous(args.out).get(args.benchmark, {}).get(key, {}).get("result", {}).get("stages")
             result = part_curve(args.method, data, opts, work / "runs", [int(e) for e in args.epochs.split(",")],
-                                save)
+                                save, finished)
     save(result)
     print(json.dumps({key: result}, indent=2))
     if args.part == "curve":
