@@ -94,17 +94,37 @@ def training_status() -> dict[str, str | None]:
 GLOBAL_RECIPE = "cvnet/global-lite0"  # the packaged CPU recipe the demo trains the global model with
 
 
+def _overrides(recipe: str, load: Callable[..., Any], root: Path, steps: int | None, seed: int, scale: int,
+               show: bool, extra: Sequence[str] = ()) -> list[str]:
+    """The demo's changes to a training recipe: its training scenes, seed and length (``steps``: smoke tests)."""
+    ov = [f"data.root={root / 'train'}", *extra, f"train.seed={seed}", f"data.seed={seed}",
+          f"train.progress={str(show).lower()}"]
+    if steps is not None:
+        ov += ["train.epochs=1", f"train.max_steps_per_epoch={steps}"]
+    elif scale != 1:
+        ov += [f"train.epochs={load(recipe).train.epochs * scale}"]
+    return ov
+
+
+def _run_summary(recipe: str, ov: list[str], out: Path, t0: float) -> dict[str, Any]:
+    """What a finished engine run folder says about itself: epochs, steps, first and last epoch metrics."""
+    import json
+
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if r.get("event") == "epoch"]
+    done = json.loads((out / "DONE").read_text())
+    return {"recipe": recipe, "overrides": ov, "run": str(out), "epochs": int(done["epochs"]),
+            "steps": int(done["steps"]), "seconds": round(time.perf_counter() - t0, 2),
+            "first_epoch": {k: v for k, v in epochs[0].items() if "/" in k} if epochs else {},
+            "last_epoch": {k: v for k, v in epochs[-1].items() if "/" in k} if epochs else {}}
+
+
 def global_overrides(root: Path, run: Path, s: Settings, seed: int, scale: int, show: bool) -> list[str]:
     """The demo's changes to :data:`GLOBAL_RECIPE`: its training scenes, its run folder, its length."""
     from bitseek.train.cvnet import global_config
 
-    ov = [f"data.root={root / 'train'}", f"train.out_dir={run}", f"train.seed={seed}", f"data.seed={seed}",
-          f"train.progress={str(show).lower()}"]
-    if s.global_steps is not None:
-        ov += ["train.epochs=1", f"train.max_steps_per_epoch={s.global_steps}"]
-    elif scale != 1:
-        ov += [f"train.epochs={global_config(GLOBAL_RECIPE).train.epochs * scale}"]
-    return ov
+    return _overrides(GLOBAL_RECIPE, global_config, root, s.global_steps, seed, scale, show,
+                      [f"train.out_dir={run}"])
 
 
 def initial_model(root: Path, run: Path, s: Settings, seed: int, scale: int = 1,
@@ -125,20 +145,12 @@ def initial_model(root: Path, run: Path, s: Settings, seed: int, scale: int = 1,
 def train_global_model(root: Path, run: Path, s: Settings, seed: int, scale: int,
                        show: bool) -> tuple[Any, dict[str, Any]]:
     """CVNet's global training (:func:`bitseek.train.cvnet.train_global`) on the benchmark's training scenes."""
-    import json
-
     from bitseek.train.cvnet import train_global
 
     t0 = time.perf_counter()
     ov = global_overrides(root, run, s, seed, scale, show)
     net, out = train_global(GLOBAL_RECIPE, ov)
-    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    epochs = [r for r in rows if r.get("event") == "epoch"]
-    done = json.loads((out / "DONE").read_text())
-    return net, {"recipe": GLOBAL_RECIPE, "overrides": ov, "run": str(out), "epochs": int(done["epochs"]),
-                 "steps": int(done["steps"]), "seconds": round(time.perf_counter() - t0, 2),
-                 "first_epoch": {k: v for k, v in epochs[0].items() if "/" in k} if epochs else {},
-                 "last_epoch": {k: v for k, v in epochs[-1].items() if "/" in k} if epochs else {}}
+    return net, _run_summary(GLOBAL_RECIPE, ov, out, t0)
 
 
 RERANK_RECIPE = "cvnet/rerank-lite0"  # the packaged CPU recipe the demo trains the re-ranker with
@@ -148,13 +160,7 @@ def rerank_overrides(root: Path, s: Settings, seed: int, scale: int, show: bool)
     """The demo's changes to :data:`RERANK_RECIPE`: its training scenes, its seed, its length."""
     from bitseek.train.cvnet_rerank import rerank_config
 
-    ov = [f"data.root={root / 'train'}", f"train.seed={seed}", f"data.seed={seed}",
-          f"train.progress={str(show).lower()}"]
-    if s.rerank_steps is not None:
-        ov += ["train.epochs=1", f"train.max_steps_per_epoch={s.rerank_steps}"]
-    elif scale != 1:
-        ov += [f"train.epochs={rerank_config(RERANK_RECIPE).train.epochs * scale}"]
-    return ov
+    return _overrides(RERANK_RECIPE, rerank_config, root, s.rerank_steps, seed, scale, show)
 
 
 def train_rerank_model(root: Path, run: Path, net: Any, s: Settings, seed: int, scale: int,
@@ -168,15 +174,9 @@ def train_rerank_model(root: Path, run: Path, net: Any, s: Settings, seed: int, 
     t0 = time.perf_counter()
     ov = rerank_overrides(root, s, seed, scale, show)
     trained, out = train_rerank(RERANK_RECIPE, ov, net=net, out_dir=run)
-    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    epochs = [r for r in rows if r.get("event") == "epoch"]
-    done = json.loads((out / "DONE").read_text())
     info = json.loads((out / "cvnet" / "config.json").read_text()).get("rerank_training", {})
-    return trained, {"recipe": RERANK_RECIPE, "overrides": ov, "run": str(out), "epochs": int(done["epochs"]),
-                     "steps": int(done["steps"]), "seconds": round(time.perf_counter() - t0, 2), "data": info,
-                     "start_head": state_id(net.rerank), "trained_head": state_id(trained.rerank),
-                     "first_epoch": {k: v for k, v in epochs[0].items() if "/" in k} if epochs else {},
-                     "last_epoch": {k: v for k, v in epochs[-1].items() if "/" in k} if epochs else {}}
+    return trained, {**_run_summary(RERANK_RECIPE, ov, out, t0), "data": info,
+                     "start_head": state_id(net.rerank), "trained_head": state_id(trained.rerank)}
 
 
 def random_rerank_head(model: Any, seed: int) -> Any:
