@@ -15,6 +15,9 @@ a top-level ``model`` module), which:
    masked forwards + the official criterion, ``loss.backward()``, ``torch.optim.Adam``), bitseek's
    is ``training_step`` + backward + the optimiser the engine builds.
 
+Each child first does what bitseek's trainer does on a CPU (``retain_freed_memory``: glibc keeps
+freed blocks for the next step); it is process-wide, so both sides run under it.
+
 The official code calls ``.cuda()`` unconditionally in its binariser's backward and its DCL mask;
 on a machine without CUDA those calls are made no-ops *in the child process only*.
 
@@ -269,7 +272,8 @@ def child_wsch(root: Path, phase: str, batch: int, rounds: int) -> dict[str, Any
 def run_child(case: str, root: Path, batch: int, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", case, "--root", str(root),
            "--batch", str(batch), "--rounds", str(args.rounds)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+               BITSEEK_BENCH_MALLOC=args.malloc)
     if args.extra_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH", ""), str(args.extra_path)]))
     print(f"[bench] {case:17s} batch {batch:4d} ...", end=" ", flush=True)
@@ -300,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5, help="timed steps of each side, alternating")
     ap.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of the children")
     ap.add_argument("--extra-path", type=Path, help="added to the children's PYTHONPATH (e.g. einops)")
+    ap.add_argument("--malloc", choices=("retain", "default"), default="retain",
+                    help="retain: glibc keeps freed blocks (what bitseek's trainer sets; both sides); default: glibc as is")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "official_step.json")
     ap.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
     ap.add_argument("--root", type=Path, help=argparse.SUPPRESS)
@@ -308,6 +314,10 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        if os.environ.get("BITSEEK_BENCH_MALLOC", "retain") == "retain":
+            from bitseek.utils.malloc import retain_freed_memory
+
+            retain_freed_memory()
         if args.child == "conmh":
             rec = child_conmh(args.root, args.batch, args.rounds)
         else:
@@ -327,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     doc = {"benchmark": "official_step", "target_speedup": 1.5,
            "machine": {"cpus": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
                        "torch": torch.__version__, "platform": platform.platform(),
-                       "cuda": torch.cuda.is_available()},
+                       "cuda": torch.cuda.is_available(), "malloc": args.malloc},
            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": runs}
     sys.path.insert(0, str(HERE.parent / "src"))
     from bitseek.atomic import atomic_write_text

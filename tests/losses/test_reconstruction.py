@@ -15,6 +15,16 @@ def test_mean_over_all_elements():
     assert mse_reconstruction(pred, target).item() == pytest.approx((1 + 0 + 4 + 9) / 4)
 
 
+def test_value_and_gradient_equal_f_mse_loss():
+    pred = torch.randn(4, 3, 5, requires_grad=True)
+    target = torch.randn(4, 3, 5)
+    ours, ref = mse_reconstruction(pred, target), torch.nn.functional.mse_loss(pred, target)
+    torch.testing.assert_close(ours, ref)
+    (g_ours,) = torch.autograd.grad(3.0 * ours, pred)
+    (g_ref,) = torch.autograd.grad(3.0 * ref, pred)
+    torch.testing.assert_close(g_ours, g_ref)
+
+
 def test_half_inputs_do_not_overflow():
     pred = torch.full((2, 3, 4), 300.0, dtype=torch.float16)
     target = torch.zeros(2, 3, 4, dtype=torch.float16)

@@ -91,25 +91,31 @@ def test_all_parameters_get_gradients_and_outputs_are_scalars():
 
 
 def test_training_step_equals_two_separate_reference_views(monkeypatch):
-    """Stacking the views is only an optimisation: the loss equals the reference's two passes."""
+    """Stacking the views, projecting visible frames only and the one-pass MSE are optimisations:
+    the loss and every gradient equal the reference's two separate passes with F.mse_loss."""
     model = tiny_model(a=0.7, tau_plus=0.05)
     torch.manual_seed(7)
     x = torch.randn(5, 8, 16)
     first, second = complementary_masks(5, 8, 2)
     monkeypatch.setattr(conmh_module, "complementary_masks", lambda *a, **k: (first, second))
     out = model.training_step({"feats": x})
+    ours = torch.autograd.grad(out["loss"], list(model.parameters()))
     recon = 0.0
     means = []
+    rows = torch.arange(5).unsqueeze(1)
     for m in (first, second):
         pred, codes = model(x, m)
-        recon = recon + F.mse_loss(pred, gather_frames(x, m.masked))
+        recon = recon + F.mse_loss(pred, x[rows, m.masked])
         means.append(codes.mean(1))
     from bitseek.losses import dcl_loss
 
     contrast = dcl_loss(means[0], means[1], 0.5, 0.05)
     torch.testing.assert_close(out["recon"], recon.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out["dcl"], contrast.detach(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(out["loss"].detach(), (recon + 0.7 * contrast).detach(), rtol=1e-5, atol=1e-6)
+    reference = recon + 0.7 * contrast
+    torch.testing.assert_close(out["loss"].detach(), reference.detach(), rtol=1e-5, atol=1e-6)
+    for (name, _), g, r in zip(model.named_parameters(), ours, torch.autograd.grad(reference, list(model.parameters()))):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_a_few_steps_reduce_the_loss():

@@ -66,6 +66,20 @@ def test_gather_frames():
     assert torch.equal(out[0, 0], x[0, 4]) and torch.equal(out[1, 1], x[1, 3])
 
 
+def test_gather_frames_reads_stacked_views_of_the_same_clips():
+    x = torch.randn(3, 6, 4, requires_grad=True)
+    idx = torch.tensor([[0, 5], [1, 2], [3, 4], [5, 0], [2, 2], [4, 1]])  # 2 views x 3 clips
+    out = gather_frames(x, idx)
+    rows = torch.arange(6).remainder(3).unsqueeze(1)
+    torch.testing.assert_close(out, x[rows, idx], rtol=0, atol=0)
+    g = torch.randn_like(out)
+    (ours,) = torch.autograd.grad(out, x, g)
+    (ref,) = torch.autograd.grad(x[rows, idx], x, g)
+    torch.testing.assert_close(ours, ref)
+    with pytest.raises(InputError, match="multiple of the batch"):
+        gather_frames(x, idx[:4])
+
+
 def test_frame_mask_property():
     m = FrameMask(visible=torch.tensor([[0, 2]]), masked=torch.tensor([[1, 3, 4]]))
     assert m.frames == 5

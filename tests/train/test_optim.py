@@ -66,6 +66,33 @@ def test_build_optimizer_passes_every_setting(name, cls, extra) -> None:
         assert group[key] == value, key
 
 
+@pytest.mark.parametrize("name, fused", [("adam", True), ("adamw", True), ("sgd", True), ("rmsprop", False)])
+def test_fused_step_where_torch_has_one(name, fused) -> None:
+    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))]
+    opt = build_optimizer(({"params": iter(params), "lr_mult": 0.5},), OptimConfig(name=name))
+    assert bool(opt.param_groups[0].get("fused")) is fused
+    assert len(opt.param_groups[0]["params"]) == 2  # a generator of parameters is not consumed twice
+    opt = build_optimizer(params, OptimConfig(name=name, fused=False))
+    assert not opt.param_groups[0].get("fused")
+
+
+def test_fused_adam_takes_the_same_steps_as_the_loop() -> None:
+    torch.manual_seed(0)
+    start = [torch.randn(64, 32), torch.randn(32)]
+    runs = []
+    for fused in (True, False):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = build_optimizer(params, OptimConfig(lr=1e-2, weight_decay=1e-3, fused=fused))
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        runs.append(params)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_set_lr_keeps_the_ratio_between_param_groups() -> None:
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.01}], lr=0.1)

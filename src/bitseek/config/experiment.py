@@ -42,6 +42,7 @@ class OptimConfig:
     min_lr: float = 0.0  # floor (step, cosine)
     warmup_epochs: int = 0
     grad_clip: float = 0.0  # max global grad norm, 0 = off
+    fused: bool = True  # one-kernel step (adam, adamw, sgd) when every parameter is a CPU/CUDA float tensor
 
     def __post_init__(self) -> None:
         if self.name.lower() not in OPTIMIZERS:

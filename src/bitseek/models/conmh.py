@@ -34,7 +34,7 @@ from bitseek.models.base import HashModel
 from bitseek.models.layers.binarize import binarize_ste
 from bitseek.models.layers.position import sinusoid_table
 from bitseek.models.layers.transformer import Block, xavier_init_
-from bitseek.models.masking import FrameMask, complementary_masks, gather_frames, num_visible
+from bitseek.models.masking import FrameMask, complementary_masks, gather_frames, num_visible, stack_views
 from bitseek.models.convert import rename_by_prefix
 from bitseek.models.spec import AUTO, InputField, require_resolved
 from bitseek.registry import CONVERTERS, register_model
@@ -207,9 +207,9 @@ class ConMH(HashModel):
     def reconstruct(self, codes: Tensor, mask: FrameMask) -> Tensor:
         """Predicted raw features (B, M, D) of the masked frames, in ascending frame order."""
         z = self.decoder_embed(codes)
-        pos = self.decoder_pos.to(z.dtype).expand(z.shape[0], -1, -1)
-        visible = z + gather_frames(pos, mask.visible)
-        hidden = self.mask_token.to(z.dtype) + gather_frames(pos, mask.masked)
+        pos = self.decoder_pos.to(z.dtype)
+        visible = z + pos[mask.visible]
+        hidden = self.mask_token.to(z.dtype) + pos[mask.masked]
         z = torch.cat([visible, hidden], dim=1)
         for blk in self.decoder_blocks:
             z = blk(z)
@@ -235,18 +235,16 @@ class ConMH(HashModel):
         if v >= t:
             raise InputError(f"mask_prob={self.cfg.mask_prob} masks no frame of a {t}-frame clip")
         first, second = complementary_masks(b, t, v, device=x.device)
-        both = FrameMask(visible=torch.cat([first.visible, second.visible]),
-                         masked=torch.cat([first.masked, second.masked]))
+        both = stack_views(first, second)
         # Only visible frames reach the encoder: project just those (2·V of T rows per clip, 14 of 25
         # at FCVID's mask 0.75) and add their positions, instead of projecting every frame per view.
-        visible = torch.cat([gather_frames(x, first.visible), gather_frames(x, second.visible)])
-        h = self.embed(visible)
+        h = self.embed(gather_frames(x, both.visible))
         h = h + self.encoder_pos.to(h.dtype)[both.visible]
         codes = self._encode_tokens(h)
         pred = self.reconstruct(codes, both)
-        # Per-view means, summed (the reference adds two F.mse_loss terms).
-        recon = (mse_reconstruction(pred[:b], gather_frames(x, first.masked))
-                 + mse_reconstruction(pred[b:], gather_frames(x, second.masked)))
+        # The reference adds the two views' F.mse_loss; both views mask the same number of frames,
+        # so that sum is 2 x the mean over the stacked views (one pass, one backward buffer).
+        recon = 2.0 * mse_reconstruction(pred, gather_frames(x, both.masked))
         mean_codes = codes.float().mean(dim=1)
         # under DDP the negatives are the whole global batch's (identity in one process)
         contrast = dcl_loss(*gather_pairs(mean_codes[:b], mean_codes[b:]), self.cfg.temperature, self.cfg.tau_plus)

@@ -36,6 +36,7 @@ from bitseek.models.base import EpochContext, HashModel
 from bitseek.train import checkpoint as ckpt
 from bitseek.train import dist
 from bitseek.train.optim import build_optimizer, lr_at, set_lr
+from bitseek.utils.malloc import retain_freed_memory
 
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        elif self.device.type == "cpu":
+            retain_freed_memory()  # each step reuses the last step's activation memory: no fresh page faults
         self.amp_dtype = resolve_precision(cfg.train.precision, self.device)
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(model.param_groups(), cfg.optim)
