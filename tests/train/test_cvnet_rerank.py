@@ -182,3 +182,23 @@ def test_other_models_are_refused():
 
     with pytest.raises(ConfigError, match="cvnet-rerank"):
         rerank_config(load_config(raw={"name": "x", "model": {"name": "cvnet"}, "data": {"name": "rerank-pairs"}}))
+
+
+def test_a_collapsed_head_is_reported(tmp_path, caplog):
+    """A head with a constant output (its last layer zeroed) is named in a warning and in the run's info."""
+    from bitseek.train.cvnet_rerank import COLLAPSED_SPREAD, build_rerank_data, fit_rerank, rerank_config, score_spread
+
+    root = _folder(tmp_path / "train")
+    torch.manual_seed(0)
+    start = CVNet(CVNetConfig(**SMALL)).eval()
+    cfg = rerank_config("cvnet/rerank-r50", _overrides(root, tmp_path / "run", 1) + ["optim.lr=0.0"])
+    data = build_rerank_data(cfg, start)
+    healthy = CVNetRerank(cfg.model, start)
+    assert score_spread(healthy, data.train) > 1e-3  # a random head already varies
+    last = [m for m in start.rerank.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+    with caplog.at_level("WARNING", logger="bitseek.train.cvnet_rerank"):
+        _, out, _ = fit_rerank(cfg, net=start, data=data)
+    assert out.info["score_spread"] == 0.0 < COLLAPSED_SPREAD
+    assert "training collapsed" in caplog.text

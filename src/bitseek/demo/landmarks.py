@@ -570,10 +570,16 @@ def _run(out: Path, s: Settings, seed: int, quick: bool, full: bool, scale: int,
         f"(random) re-rank head by {ctl_gain:+.2f}.",
     ]
     if "rerank" in runs:
+        from bitseek.train.cvnet_rerank import COLLAPSED_SPREAD
+
         r = runs["rerank"]
         notes.insert(0, f"Re-ranker training ({r['recipe']}, backbone frozen, from the trained global network): "
                      f"{r['epochs']} epoch(s), {r['steps']} steps in {r['seconds']:.1f}s on the training scenes "
-                     f"({r['data'].get('pairs_per_epoch', '?')} pairs per epoch); last epoch {r['last_epoch']}.")
+                     f"({r['data'].get('pairs_per_epoch', '?')} pairs per epoch); last epoch {r['last_epoch']}."
+                     + (f" **The head's training collapsed**: it gives every training pair nearly the same score "
+                        f"(spread {r['data']['score_spread']:.1e}), so `global+cvnet` differs from global retrieval "
+                        "only by reordered near-ties."
+                        if r["data"].get("score_spread", 1.0) < COLLAPSED_SPREAD else ""))
     if "global" in runs:
         g = runs["global"]
         notes.insert(0, f"Global training ({g['recipe']}, from the ImageNet-pretrained EfficientNet-Lite0): "

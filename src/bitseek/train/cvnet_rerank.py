@@ -19,6 +19,7 @@ which retrieval and the demo load with :func:`bitseek.train.checkpoint.load_mode
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,9 +32,15 @@ from bitseek.data.base import RetrievalData
 from bitseek.data.rerank_pairs import Curriculum, RerankPairs, TrainImages, mine_hard_negatives, scan_landmark_folder
 from bitseek.errors import ConfigError
 
-__all__ = ["RERANK_RECIPES", "build_rerank_data", "feature_bank", "fit_rerank", "rerank_config", "train_rerank"]
+__all__ = ["COLLAPSED_SPREAD", "RERANK_RECIPES", "build_rerank_data", "feature_bank", "fit_rerank", "rerank_config",
+           "score_spread", "train_rerank"]
 
 RERANK_RECIPES = ("cvnet/rerank-r50", "cvnet/rerank-r101", "cvnet/rerank-lite0")
+#: a head whose "same landmark" probability varies less than this over training pairs has collapsed
+#: to a (practically) constant output, its loss at ln 2: in the fused score, similarity + 0.5 x
+#: probability, it then moves scores by about 1e-3, i.e. it only reorders near-ties
+COLLAPSED_SPREAD = 5e-3
+log = logging.getLogger(__name__)
 
 
 def rerank_config(config: str | os.PathLike[str] | ExperimentConfig, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -71,6 +78,23 @@ def feature_bank(net: Any, images: TrainImages, batch_size: int, maps: bool,
     finally:
         net.train(was)
     return np.concatenate(descs), kept
+
+
+@torch.no_grad()
+def score_spread(model: Any, pairs: RerankPairs, n: int = 64) -> float:
+    """Standard deviation of the head's "same landmark" probability over the first ``n`` pairs of the
+    current epoch, without Hide-and-Seek: 0 when the head gives every pair the same score."""
+    rows = pairs.pairs[: min(n, len(pairs))]
+    device = next(model.net.rerank.parameters()).device
+    batch = {f"{side}_{pairs.kind}": torch.stack([pairs.source(int(i)) for i in rows[:, col]]).to(device)
+             for side, col in (("query", 0), ("key", 1))}
+    was = model.training
+    model.eval()
+    try:
+        logits = model.net.rerank.logits(model._side(batch, "query"), model._side(batch, "key"))
+    finally:
+        model.train(was)
+    return float(torch.softmax(logits.float(), dim=1)[:, 1].std()) if len(rows) > 1 else 0.0
 
 
 def build_rerank_data(cfg: ExperimentConfig, net: Any, device: torch.device | str = "cpu") -> RetrievalData:
@@ -116,6 +140,12 @@ def fit_rerank(cfg: ExperimentConfig, *, net: Any = None, data: RetrievalData | 
     if data is None:
         data = build_rerank_data(cfg, model.net, device)
     run = Path(Trainer(model, cfg, data).fit())
+    spread = score_spread(model, data.train)  # type: ignore[arg-type]
+    data.info["score_spread"] = round(spread, 6)
+    if spread < COLLAPSED_SPREAD:
+        log.warning("%s: the trained re-rank head gives every training pair nearly the same score (spread %.1e): its "
+                    "training collapsed and re-ranking with it only reorders near-ties; train again with another "
+                    "train.seed or a lower optim.lr", run, spread)
     with dist.main_only() as me:
         if me:
             save_model(run / "cvnet", model.net, model.net.cfg,
