@@ -78,7 +78,9 @@ with dist.process_group():
             pass
         with open(os.path.join(out, f"world{world}-rank{dist.collective.rank()}.json"), "w") as fh:
             json.dump({"world": world}, fh)
-print("group alive after the launcher:", torch.distributed.is_initialized())
+# one write per rank: two ranks share the pipe, and print's separate pieces could interleave
+sys.stdout.write(f"group alive after the launcher: {torch.distributed.is_initialized()}\n")
+sys.stdout.flush()
 '''
 
 
