@@ -15,8 +15,9 @@ a top-level ``model`` module), which:
    masked forwards + the official criterion, ``loss.backward()``, ``torch.optim.Adam``), bitseek's
    is ``training_step`` + backward + the optimiser the engine builds.
 
-Each child first does what bitseek's trainer does on a CPU (``retain_freed_memory``: glibc keeps
-freed blocks for the next step); it is process-wide, so both sides run under it.
+With ``--malloc retain`` (the default) each child first does what bitseek's trainer does on a CPU
+(``retain_freed_memory``: glibc keeps freed blocks for the next step); it is process-wide, so both
+sides run under it. ``--malloc default`` leaves glibc as it is.
 
 The official code calls ``.cuda()`` unconditionally in its binariser's backward and its DCL mask;
 on a machine without CUDA those calls are made no-ops *in the child process only*.

@@ -573,13 +573,14 @@ def _run(out: Path, s: Settings, seed: int, quick: bool, full: bool, scale: int,
         from bitseek.train.cvnet_rerank import COLLAPSED_SPREAD
 
         r = runs["rerank"]
+        spread = r["data"].get("score_spread")
+        collapsed = (f" **The head's training collapsed**: it gives every training pair nearly the same score "
+                     f"(spread {spread:.1e}), so `global+cvnet` differs from global retrieval only by reordered "
+                     "near-ties." if spread is not None and spread < COLLAPSED_SPREAD else "")
         notes.insert(0, f"Re-ranker training ({r['recipe']}, backbone frozen, from the trained global network): "
                      f"{r['epochs']} epoch(s), {r['steps']} steps in {r['seconds']:.1f}s on the training scenes "
                      f"({r['data'].get('pairs_per_epoch', '?')} pairs per epoch); last epoch {r['last_epoch']}."
-                     + (f" **The head's training collapsed**: it gives every training pair nearly the same score "
-                        f"(spread {r['data']['score_spread']:.1e}), so `global+cvnet` differs from global retrieval "
-                        "only by reordered near-ties."
-                        if r["data"].get("score_spread", 1.0) < COLLAPSED_SPREAD else ""))
+                     + collapsed)
     if "global" in runs:
         g = runs["global"]
         notes.insert(0, f"Global training ({g['recipe']}, from the ImageNet-pretrained EfficientNet-Lite0): "

@@ -3,8 +3,10 @@
 glibc serves large blocks with ``mmap`` and gives freed heap tops back to the kernel; a training
 step allocates and frees the same large activations every iteration, so each step pays fresh page
 faults (zero-filled by the kernel) for them. Raising glibc's mmap and trim thresholds keeps those
-blocks in the heap for the next step: the ConMH step at the official FCVID shape went from 0.37 s
-to 0.34 s and the demo's from 46 ms to 37 ms (``benchmarks/bench_official_step.py``). The cost is
+blocks in the heap for the next step. Measured on one idle core: the ConMH step at the official
+FCVID shape 0.36 -> 0.34 s when timed alone; in ``benchmarks/bench_official_step.py`` (``--malloc``)
+the difference is within run-to-run noise for ConMH and helps the official WSCH step as much as
+ours. The cost is
 that up to ``limit`` bytes of freed memory stay with the process until it exits. This is what
 PyTorch's ``torch.backends.xeon.run_cpu`` launcher gets by preloading jemalloc or tcmalloc,
 without an extra library.
